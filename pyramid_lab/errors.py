@@ -1,0 +1,10 @@
+"""The one exception type for bad user input.
+
+A ``ConfigError`` message is a single line that names the setting or file at fault and what would
+be valid. ``python -m pyramid_lab`` prints it without a traceback (unless HYDRA_FULL_ERROR=1) and
+exits non-zero; any other exception is a bug or an environment failure and keeps its traceback.
+"""
+
+
+class ConfigError(ValueError):
+    """Bad user input: a setting, a file or a data folder that cannot be used as given."""
