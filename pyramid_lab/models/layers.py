@@ -46,3 +46,35 @@ def get_act_layer(act_layer: str | ActLayer) -> ActLayer:
 def create_act(act_layer: str | ActLayer) -> nn.Module:
     """A new activation module for ``act_layer`` (see :func:`get_act_layer`)."""
     return get_act_layer(act_layer)()
+
+
+NormLayer = Callable[[int], nn.Module]
+
+
+def conv3x3(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution with padding 1 and no bias (a norm layer follows or precedes it)."""
+    return nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution with no bias."""
+    return nn.Conv2d(in_chs, out_chs, kernel_size=1, stride=stride, bias=False)
+
+
+def init_weights(model: nn.Module) -> None:
+    """Initialise as the reference CIFAR codes do (fb.resnet.torch, WRN, DenseNet).
+
+    Convs: He normal with fan_out, std = sqrt(2 / (k * k * out_channels)) (He et al. 2015), the
+    ReLU gain whatever the activation, as in the references. Norm layers: weight 1, bias 0.
+    Linear: PyTorch's default weights, bias 0.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.zeros_(m.bias)

@@ -16,16 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyramid_lab.errors import ConfigError
-from pyramid_lab.models.layers import ActLayer, get_act_layer
+from pyramid_lab.models.layers import ActLayer, conv1x1, conv3x3, get_act_layer
 from pyramid_lab.models.shakedrop import ShakeDrop, linear_drop_probs
-
-
-def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
-
-
-def conv1x1(in_channels: int, out_channels: int) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, 1, bias=False)
 
 
 def add_zero_padded_shortcut(residual: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:

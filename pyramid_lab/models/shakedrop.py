@@ -25,11 +25,12 @@ def shake_drop(x: torch.Tensor, drop_prob: float, training: bool = True) -> torc
         return x * (1.0 - drop_prob)
     shape = (x.shape[0],) + (1,) * (x.dim() - 1)
     # b stays a tensor: no branch on its value, so no host sync and no graph break under compile.
-    b = (torch.rand((1,) * x.dim(), device=x.device) >= drop_prob).to(x.dtype)
+    # where(b, 1, alpha) is b + alpha - b*alpha for b in {0, 1}, exact in floating point.
+    keep = torch.rand((1,) * x.dim(), device=x.device) >= drop_prob
     alpha = torch.empty(shape, device=x.device, dtype=x.dtype).uniform_(-1.0, 1.0)
     beta = torch.rand(shape, device=x.device, dtype=x.dtype)
-    forward_scale = b + alpha - b * alpha
-    backward_scale = b + beta - b * beta
+    forward_scale = torch.where(keep, 1.0, alpha)
+    backward_scale = torch.where(keep, 1.0, beta)
     # Value x * forward_scale, gradient backward_scale: the detached term carries the difference.
     return x * backward_scale + (x * (forward_scale - backward_scale)).detach()
 

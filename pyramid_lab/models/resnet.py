@@ -1,0 +1,154 @@
+"""CIFAR ResNet (He et al. 2016, "Deep Residual Learning for Image Recognition", Sec. 4.2).
+
+Three stages of ``n`` basic blocks at 32x32, 16x16 and 8x8 with 16, 32 and 64 channels, a 3x3 stem
+conv of 16, global average pooling and a linear head: 6n + 2 weighted layers. Shortcuts are the
+paper's option A (identity; stride-2 subsampling and zero-padded channels where the shape changes),
+so shortcuts add no parameters: ResNet-20 has 0.27M and ResNet-110 1.7M (the paper's Table 6).
+
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pyramid_lab.errors import ConfigError
+from pyramid_lab.models.layers import ActLayer, NormLayer, conv3x3, get_act_layer, init_weights
+
+class ShortcutA(nn.Module):
+    """Option-A shortcut (He et al. 2016, Sec. 4.2): subsample by ``stride``, zero-pad channels.
+
+    Parameter-free, which is why the CIFAR ResNets are as small as the paper's Table 6 says.
+
+    Args:
+        in_chs: input channels.
+        out_chs: output channels (>= ``in_chs``); the extra ones are zeros, split on both sides.
+        stride: spatial subsampling factor.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.pad = out_chs - in_chs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        # F.pad's last pair of a 4-D tensor's padding is the channel dim: (W, W, H, H, C, C).
+        return F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, pad_channels={self.pad}"
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-BN-act-conv3x3-BN, add the shortcut, act (the original post-activation block).
+
+    Args:
+        in_chs: input channels.
+        out_chs: output channels.
+        stride: stride of the first conv; the block maps (N, in_chs, H, W) to
+            (N, out_chs, H / stride, W / stride).
+        act_layer: zero-argument constructor of the activation.
+        norm_layer: constructor of the norm layer, given the channel count.
+    """
+
+    def __init__(
+        self, in_chs: int, out_chs: int, stride: int, act_layer: ActLayer, norm_layer: NormLayer
+    ) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(in_chs, out_chs, stride)
+        self.bn1 = norm_layer(out_chs)
+        self.act1 = act_layer()
+        self.conv2 = conv3x3(out_chs, out_chs)
+        self.bn2 = norm_layer(out_chs)
+        self.shortcut = (
+            ShortcutA(in_chs, out_chs, stride)
+            if stride != 1 or in_chs != out_chs
+            else nn.Identity()
+        )
+        self.act2 = act_layer()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act2(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet with option-A shortcuts (He et al. 2016, Sec. 4.2).
+
+    Args:
+        layers: basic blocks per stage, three positive ints; ``(n, n, n)`` is ResNet-(6n+2).
+        num_classes: outputs of the linear head.
+        act_layer: activation by name (see ``pyramid_lab.models.layers``) or constructor; used for
+            every activation in the network.
+        norm_layer: norm layer constructor, given the channel count.
+
+    Shapes:
+        (N, 3, 32, 32) -> (N, num_classes) logits. Other sizes work: the head pools globally.
+
+    Raises:
+        ConfigError: if ``layers`` is not three positive ints, or ``act_layer`` is unknown.
+    """
+
+    widths = (16, 32, 64)
+
+    def __init__(
+        self,
+        layers: Sequence[int] = (3, 3, 3),
+        num_classes: int = 10,
+        act_layer: str | ActLayer = "relu",
+        norm_layer: NormLayer = nn.BatchNorm2d,
+    ) -> None:
+        super().__init__()
+        layers = tuple(layers)
+        if len(layers) != 3 or not all(isinstance(n, int) and n > 0 for n in layers):
+            raise ConfigError(
+                f"model.layers={list(layers)} is invalid; valid: three positive block counts "
+                "per stage, e.g. [3, 3, 3] (ResNet-20) or [18, 18, 18] (ResNet-110)"
+            )
+        act_layer = get_act_layer(act_layer)
+
+        self.stem = nn.Sequential(
+            conv3x3(3, self.widths[0]), norm_layer(self.widths[0]), act_layer()
+        )
+        stages, in_chs = [], self.widths[0]
+        for i, (n, width) in enumerate(zip(layers, self.widths)):
+            blocks = []
+            for j in range(n):
+                stride = 2 if i > 0 and j == 0 else 1
+                blocks.append(BasicBlock(in_chs, width, stride, act_layer, norm_layer))
+                in_chs = width
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_chs, num_classes)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stages(self.stem(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+# He et al. 2016, Table 6: ResNet-(6n+2) for n = 3, 5, 7, 9, 18.
+def resnet20(**kw: Any) -> ResNet:
+    return ResNet(layers=(3, 3, 3), **kw)
+
+
+def resnet32(**kw: Any) -> ResNet:
+    return ResNet(layers=(5, 5, 5), **kw)
+
+
+def resnet44(**kw: Any) -> ResNet:
+    return ResNet(layers=(7, 7, 7), **kw)
+
+
+def resnet56(**kw: Any) -> ResNet:
+    return ResNet(layers=(9, 9, 9), **kw)
+
+
+def resnet110(**kw: Any) -> ResNet:
+    return ResNet(layers=(18, 18, 18), **kw)

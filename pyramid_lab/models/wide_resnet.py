@@ -1,0 +1,152 @@
+"""Wide ResNet WRN-d-k for CIFAR (Zagoruyko & Komodakis 2016, "Wide Residual Networks").
+
+The official CIFAR architecture (szagoruyko/wide-residual-networks): a 3x3 stem conv of 16, three
+stages of n = (d - 4) / 6 pre-activation basic blocks (BN-act-conv3x3, BN-act-[dropout]-conv3x3)
+with 16k, 32k and 64k channels, a 1x1 conv shortcut where the shape changes, then BN-act, global
+average pooling and a linear head. WRN-28-10 has 36.5M parameters, WRN-16-4 2.7M (the paper's
+Table 4 and Table 6).
+
+Why a file of its own rather than a width argument of ``resnet.ResNet``: the two share no block.
+The CIFAR ResNet is post-activation with parameter-free option-A shortcuts; WRN is pre-activation
+with 1x1 projection shortcuts, dropout inside the block and a final BN-act. Widening is still an
+argument (``widen_factor``), not a class; the conv helpers and the init come from ``resnet.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from pyramid_lab.errors import ConfigError
+from pyramid_lab.models.layers import ActLayer, NormLayer, conv1x1, conv3x3, get_act_layer, init_weights
+
+
+class WideBasic(nn.Module):
+    """Pre-activation basic block: BN-act-conv3x3, BN-act-dropout-conv3x3, add the shortcut.
+
+    Where the shape changes, the 1x1 shortcut conv takes the pre-activated input (BN-act is shared
+    by both branches), as the official code does; elsewhere the shortcut is the raw input.
+
+    Args:
+        in_chs: input channels.
+        out_chs: output channels.
+        stride: stride of the first conv and of the shortcut; (N, in_chs, H, W) ->
+            (N, out_chs, H / stride, W / stride).
+        drop_rate: dropout probability between the two convs (the paper uses 0.3); 0 disables it.
+        act_layer: zero-argument constructor of the activation.
+        norm_layer: constructor of the norm layer, given the channel count.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int,
+        drop_rate: float,
+        act_layer: ActLayer,
+        norm_layer: NormLayer,
+    ) -> None:
+        super().__init__()
+        self.bn1 = norm_layer(in_chs)
+        self.act1 = act_layer()
+        self.conv1 = conv3x3(in_chs, out_chs, stride)
+        self.bn2 = norm_layer(out_chs)
+        self.act2 = act_layer()
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.conv2 = conv3x3(out_chs, out_chs)
+        self.shortcut = (
+            conv1x1(in_chs, out_chs, stride) if stride != 1 or in_chs != out_chs else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.act1(self.bn1(x))
+        out = self.conv1(pre)
+        out = self.conv2(self.drop(self.act2(self.bn2(out))))
+        return out + (x if self.shortcut is None else self.shortcut(pre))
+
+
+class WideResNet(nn.Module):
+    """WRN-d-k for 32x32 inputs (Zagoruyko & Komodakis 2016).
+
+    Args:
+        depth: d = 6n + 4 with n blocks of two convs per stage (the paper's convention).
+        widen_factor: k; stage widths are 16k, 32k, 64k.
+        drop_rate: dropout between the convs of every block.
+        num_classes: outputs of the linear head.
+        act_layer: activation by name (see ``pyramid_lab.models.layers``) or constructor; used for
+            every activation in the network.
+        norm_layer: norm layer constructor, given the channel count.
+
+    Shapes:
+        (N, 3, 32, 32) -> (N, num_classes) logits.
+
+    Raises:
+        ConfigError: for a depth that is not 6n + 4, a width below 1, a dropout outside [0, 1) or
+            an unknown activation.
+    """
+
+    def __init__(
+        self,
+        depth: int = 28,
+        widen_factor: int = 10,
+        drop_rate: float = 0.0,
+        num_classes: int = 10,
+        act_layer: str | ActLayer = "relu",
+        norm_layer: NormLayer = nn.BatchNorm2d,
+    ) -> None:
+        super().__init__()
+        if not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
+            raise ConfigError(
+                f"model.depth={depth} is invalid for WideResNet; valid: 6n+4 with n >= 1 "
+                "(10, 16, 22, 28, 34, 40, ...)"
+            )
+        if not isinstance(widen_factor, int) or widen_factor < 1:
+            raise ConfigError(
+                f"model.widen_factor={widen_factor} is invalid; valid: an integer >= 1"
+            )
+        if not 0.0 <= drop_rate < 1.0:
+            raise ConfigError(f"model.drop_rate={drop_rate} is invalid; valid: 0 <= p < 1")
+        act_layer = get_act_layer(act_layer)
+        n = (depth - 4) // 6
+        widths = (16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
+
+        # No norm/act after the stem: the first block's pre-activation provides them.
+        self.stem = conv3x3(3, 16)
+        stages, in_chs = [], 16
+        for i, width in enumerate(widths):
+            blocks = []
+            for j in range(n):
+                stride = 2 if i > 0 and j == 0 else 1
+                blocks.append(WideBasic(in_chs, width, stride, drop_rate, act_layer, norm_layer))
+                in_chs = width
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        # Pre-activation blocks end on a conv, so the head normalises and activates first.
+        self.norm = norm_layer(in_chs)
+        self.act = act_layer()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_chs, num_classes)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm(self.stages(self.stem(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+# Zagoruyko & Komodakis 2016, Tables 4-6.
+def wrn16_4(**kw: Any) -> WideResNet:
+    return WideResNet(depth=16, widen_factor=4, **kw)
+
+
+def wrn16_8(**kw: Any) -> WideResNet:
+    return WideResNet(depth=16, widen_factor=8, **kw)
+
+
+def wrn28_10(**kw: Any) -> WideResNet:
+    return WideResNet(depth=28, widen_factor=10, **kw)
+
+
+def wrn40_4(**kw: Any) -> WideResNet:
+    return WideResNet(depth=40, widen_factor=4, **kw)

@@ -1,0 +1,8 @@
+"""Optimizers and LR schedules beyond torch.optim: SAM, BatchNorm freezing for SAM's second pass,
+and the study's scheduler builders. Knows nothing of Lightning or Hydra."""
+
+from pyramid_lab.optim.bn import frozen_bn_stats
+from pyramid_lab.optim.sam import SAM
+from pyramid_lab.optim.schedulers import WarmupPlateau, multistep, snapshot_epochs
+
+__all__ = ["SAM", "WarmupPlateau", "frozen_bn_stats", "multistep", "snapshot_epochs"]

@@ -1,0 +1,266 @@
+"""Learning-rate schedules of the study's Table 3 that PyTorch does not build as configured.
+
+- ``multistep``: the baseline MultiStepLR (milestones 32 and 64 of 100 epochs, gamma 0.1), with
+  milestones given as epochs or as fractions of the run.
+- ``WarmupPlateau``: the study's "LossPlateauDecay": a linear warm-up, then reduce-on-plateau.
+- ``snapshot_epochs``: where CosineAnnealingWarmRestarts ends its cycles, the points a snapshot
+  ensemble saves (Huang et al. 2017; the study, section D-3).
+
+CosineAnnealingLR, CosineAnnealingWarmRestarts and ExponentialLR are used from ``torch`` directly
+(``conf/scheduler/``). Every builder is stepped once per epoch (Lightning ``interval: epoch``).
+
+A bad value raises ``ConfigError`` naming its Hydra key: the scheduler's arguments live under
+``scheduler.scheduler`` (the group ``scheduler`` also holds ``interval`` and ``monitor``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal, SupportsFloat
+
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import MultiStepLR, ReduceLROnPlateau
+
+from pyramid_lab.errors import ConfigError
+
+__all__ = ["WarmupPlateau", "multistep", "snapshot_epochs"]
+
+_KEY = "scheduler.scheduler"
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_real(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_gamma(name: str, value: object) -> None:
+    if not _is_real(value) or not 0 < value <= 1:  # type: ignore[operator]
+        raise ConfigError(f"{_KEY}.{name}={value!r} must be in (0, 1] (lr multiplier per decay)")
+
+
+def multistep(
+    optimizer: Optimizer,
+    milestones: Sequence[int | float],
+    gamma: float = 0.1,
+    max_epochs: int | None = None,
+) -> MultiStepLR:
+    """MultiStepLR with milestones as epochs or as fractions of the run.
+
+    The study's baseline (PAPER.md, Table 3) divides the lr by 10 at epochs 32 and 64 of 100;
+    ``[0.32, 0.64]`` keeps those proportions for any ``max_epochs``.
+
+    Args:
+        optimizer: the optimizer (or SAM) whose lr to schedule.
+        milestones: epochs (ints, 0-based count of ``step()`` calls) at which the lr is multiplied
+            by ``gamma``, or fractions of ``max_epochs`` (floats in (0, 1)), rounded to the nearest
+            epoch; both may be mixed. Must be distinct after rounding.
+        gamma: multiplicative decay per milestone, in (0, 1].
+        max_epochs: length of the run in epochs; needed for fractions and used to check that every
+            milestone falls inside the run. ``None`` or ``-1`` (Lightning's "no limit") skip the
+            upper bound.
+
+    Returns:
+        A ``torch.optim.lr_scheduler.MultiStepLR`` over integer epochs.
+
+    Raises:
+        ConfigError: a milestone outside ``[1, max_epochs - 1]``, a fraction without
+            ``max_epochs``, duplicates, or ``gamma`` outside (0, 1].
+    """
+    _check_gamma("gamma", gamma)
+    bounded = max_epochs is not None and max_epochs != -1
+    if bounded and (not _is_int(max_epochs) or max_epochs < 1):  # type: ignore[operator]
+        raise ConfigError(
+            f"{_KEY}.max_epochs={max_epochs!r} must be a positive number of epochs, or null"
+        )
+    if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
+        raise ConfigError(
+            f"{_KEY}.milestones={milestones!r} must be a list of epochs (e.g. [32, 64]) or of "
+            "fractions of trainer.max_epochs (e.g. [0.32, 0.64])"
+        )
+    valid = f"[1, {max_epochs - 1}]" if bounded else ">= 1"  # type: ignore[operator]
+    epochs: list[int] = []
+    for m in milestones:
+        if _is_int(m):
+            epoch = m
+        elif _is_real(m) and 0 < m < 1:
+            if not bounded:
+                raise ConfigError(
+                    f"{_KEY}.milestones={list(milestones)} has fractions but max_epochs is not "
+                    "set; give epochs (ints) or set scheduler.scheduler.max_epochs"
+                )
+            epoch = round(m * max_epochs)  # type: ignore[operator]
+        else:
+            raise ConfigError(
+                f"{_KEY}.milestones={list(milestones)}: {m!r} is neither an epoch (int) nor a "
+                "fraction of the run in (0, 1)"
+            )
+        if epoch < 1 or (bounded and epoch >= max_epochs):  # type: ignore[operator]
+            raise ConfigError(
+                f"{_KEY}.milestones={list(milestones)}: {m!r} is epoch {epoch}, outside the valid "
+                f"range {valid} for max_epochs={max_epochs}"
+            )
+        epochs.append(epoch)
+    if len(set(epochs)) != len(epochs):
+        raise ConfigError(
+            f"{_KEY}.milestones={list(milestones)} gives repeated epochs {epochs}; each decay "
+            "needs its own epoch"
+        )
+    return MultiStepLR(optimizer, milestones=sorted(epochs), gamma=gamma)
+
+
+class WarmupPlateau(ReduceLROnPlateau):
+    """Linear warm-up, then reduce-on-plateau: the study's "LossPlateauDecay" (Table 3).
+
+    For the first ``warmup_epochs`` calls of :meth:`step` the lr rises linearly from
+    ``warmup_start_factor * lr`` (set at construction) to the optimizer's lr, ignoring the metric;
+    from then on it is ``torch.optim.lr_scheduler.ReduceLROnPlateau``: after more than
+    ``patience`` epochs without an improvement of the monitored metric, the lr is multiplied by
+    ``factor`` (not below ``min_lr``). The study gives neither the warm-up length nor the patience
+    (conf/scheduler/plateau.yaml records our choice).
+
+    Being a ``ReduceLROnPlateau``, Lightning recognises it as a plateau scheduler and passes the
+    monitored value: ``{"scheduler": s, "interval": "epoch", "monitor": "val/loss"}``.
+
+    Args:
+        optimizer: the optimizer (or SAM) whose lr to schedule; its current lr is the peak.
+        warmup_epochs: length of the linear warm-up, in ``step()`` calls; 0 disables it.
+        warmup_start_factor: lr at epoch 0 as a fraction of the peak lr, in (0, 1].
+        mode: ``min`` (a loss) or ``max`` (an accuracy).
+        factor: lr multiplier at each reduction, in (0, 1).
+        patience: epochs without improvement tolerated before a reduction.
+        threshold: smallest change that counts as an improvement (see ``threshold_mode``).
+        threshold_mode: ``rel`` (relative to the best value) or ``abs``.
+        cooldown: epochs after a reduction during which bad epochs are not counted.
+        min_lr: lower bound of the lr.
+        eps: reductions smaller than this are skipped.
+
+    Raises:
+        ConfigError: any argument outside its range.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        warmup_epochs: int = 5,
+        warmup_start_factor: float = 0.1,
+        mode: Literal["min", "max"] = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: Literal["rel", "abs"] = "rel",
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        eps: float = 1e-8,
+    ) -> None:
+        for name, value in (("warmup_epochs", warmup_epochs), ("patience", patience),
+                            ("cooldown", cooldown)):
+            if not _is_int(value) or value < 0:
+                raise ConfigError(f"{_KEY}.{name}={value!r} must be an integer >= 0 (epochs)")
+        if not _is_real(warmup_start_factor) or not 0 < warmup_start_factor <= 1:
+            raise ConfigError(
+                f"{_KEY}.warmup_start_factor={warmup_start_factor!r} must be in (0, 1] "
+                "(first lr of the warm-up as a fraction of the peak lr)"
+            )
+        if not _is_real(factor) or not 0 < factor < 1:
+            raise ConfigError(
+                f"{_KEY}.factor={factor!r} must be in (0, 1) (lr multiplier on a plateau)"
+            )
+        if mode not in ("min", "max"):
+            raise ConfigError(f"{_KEY}.mode={mode!r} must be 'min' (a loss) or 'max' (an accuracy)")
+        if threshold_mode not in ("rel", "abs"):
+            raise ConfigError(f"{_KEY}.threshold_mode={threshold_mode!r} must be 'rel' or 'abs'")
+        for name, value in (("threshold", threshold), ("min_lr", min_lr), ("eps", eps)):
+            if not _is_real(value) or value < 0:
+                raise ConfigError(f"{_KEY}.{name}={value!r} must be a number >= 0")
+        super().__init__(
+            optimizer,
+            mode=mode,
+            factor=factor,
+            patience=patience,
+            threshold=threshold,
+            threshold_mode=threshold_mode,
+            cooldown=cooldown,
+            min_lr=min_lr,
+            eps=eps,
+        )
+        self.warmup_epochs = warmup_epochs
+        self.warmup_start_factor = warmup_start_factor
+        self.peak_lrs = [float(group["lr"]) for group in optimizer.param_groups]
+        self._set_warmup_lr()
+
+    def _set_warmup_lr(self) -> None:
+        if self.warmup_epochs == 0:
+            return
+        progress = min(self.last_epoch / self.warmup_epochs, 1.0)
+        scale = self.warmup_start_factor + (1.0 - self.warmup_start_factor) * progress
+        for group, peak in zip(self.optimizer.param_groups, self.peak_lrs, strict=True):
+            if isinstance(group["lr"], Tensor):  # capturable/fused optimizers keep lr on device
+                group["lr"].fill_(peak * scale)
+            else:
+                group["lr"] = peak * scale
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    @property
+    def in_warmup(self) -> bool:
+        """Whether the next :meth:`step` is still a warm-up step (the metric is ignored)."""
+        return self.last_epoch < self.warmup_epochs
+
+    def step(self, metrics: SupportsFloat | None = None) -> None:  # type: ignore[override]
+        """Advance one epoch.
+
+        Args:
+            metrics: the monitored value for the epoch just finished; ignored (may be ``None``)
+                during the warm-up, required after it.
+
+        Raises:
+            ValueError: no metric after the warm-up.
+        """
+        if self.in_warmup:
+            self.last_epoch += 1
+            self._set_warmup_lr()
+            return
+        if metrics is None:
+            raise ValueError(
+                "WarmupPlateau.step() needs the monitored metric once the warm-up is over "
+                f"(epoch {self.last_epoch + 1} > warmup_epochs={self.warmup_epochs})"
+            )
+        super().step(metrics)
+
+
+def snapshot_epochs(T_0: int, T_mult: int, max_epochs: int) -> list[int]:  # noqa: N803 (torch's names)
+    """Last epoch (0-based) of each cycle of CosineAnnealingWarmRestarts that ends within the run.
+
+    With one scheduler step per epoch, cycle ``i`` lasts ``T_0 * T_mult**i`` epochs and its last
+    epoch is the one at the lowest lr: the point where a snapshot ensemble saves a model
+    (Huang et al. 2017, "Snapshot Ensembles"; the study, section D-3).
+
+    Args:
+        T_0: epochs in the first cycle (>= 1).
+        T_mult: growth factor of the cycle length (>= 1).
+        max_epochs: epochs in the run (>= 1).
+
+    Returns:
+        E.g. ``snapshot_epochs(10, 2, 70) == [9, 29, 69]``; a cycle cut off by the end of the run
+        is not included.
+
+    Raises:
+        ConfigError: an argument out of range.
+    """
+    for key, value, meaning in (
+        (f"{_KEY}.T_0", T_0, "epochs in the first cycle"),
+        (f"{_KEY}.T_mult", T_mult, "growth factor of the cycle length"),
+        ("trainer.max_epochs", max_epochs, "epochs in the run"),
+    ):
+        if not _is_int(value) or value < 1:
+            raise ConfigError(f"{key}={value!r} must be an integer >= 1 ({meaning})")
+    ends, end, length = [], 0, T_0
+    while end + length <= max_epochs:
+        end += length
+        ends.append(end - 1)
+        length *= T_mult
+    return ends
