@@ -109,14 +109,21 @@ class Classifier(pl.LightningModule):
     def _sam_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One SAM update (Foret et al. 2021, Alg. 1): gradient at w, ascend to w + e(w), gradient
         there, descend from w. BatchNorm statistics are updated by the first pass only."""
-        sam: SAM = self.optimizers().optimizer
+        optimizer = self.optimizers()
         logits = self(x)
         loss = self.criterion(logits, y)
+        optimizer.zero_grad()
         self.manual_backward(loss)
-        sam.first_step(zero_grad=True)
-        with frozen_bn_stats(self.net):
-            self.manual_backward(self.criterion(self(x), y))
-        sam.second_step(zero_grad=True)
+
+        def second_pass() -> torch.Tensor:
+            with frozen_bn_stats(self.net):
+                perturbed_loss = self.criterion(self(x), y)
+            self.manual_backward(perturbed_loss)
+            return perturbed_loss
+
+        # Through the LightningOptimizer, so that global_step advances once per SAM update.
+        optimizer.step(closure=second_pass)
+        optimizer.zero_grad()
         self._step_schedulers("step")
         return logits, loss
 
@@ -170,8 +177,8 @@ class Classifier(pl.LightningModule):
             return {"optimizer": optimizer}
         config = self.scheduler_config
         scheduler = {"scheduler": config["scheduler"](optimizer), "interval": config.get("interval", "epoch")}
-        if config.get("monitor"):
-            scheduler["monitor"] = config["monitor"]
+        if config.get("monitor") and self.automatic_optimization:
+            scheduler["monitor"] = config["monitor"]  # under SAM, _step_schedulers reads it
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pyramid_lab.errors import ConfigError
@@ -58,8 +59,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        # trainer.test replaces callback_metrics: keep what fit ended with.
+        record.update(**_final(trainer))
         if trainer.interrupted:
-            return record.finish("interrupted", error="training was interrupted", **_final(trainer))
+            return record.finish("interrupted", error="training was interrupted")
         # The study reports the model after its last epoch, not the best checkpoint.
         trainer.test(module, datamodule=datamodule, verbose=False)
         return record.finish("completed", **_final(trainer))
@@ -71,6 +74,20 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         raise
     except Exception as error:
         record.finish("failed", error=f"{type(error).__name__}: {error}", **_final(trainer))
+        raise
+
+
+def instantiate(node: DictConfig, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate that lets a ConfigError through as itself: Hydra wraps whatever a
+    constructor raises, which would turn a one-line message into a multi-line one."""
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
         raise
 
 

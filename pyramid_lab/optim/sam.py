@@ -19,7 +19,8 @@ momentum buffers), SAM's own settings use group keys that no base optimizer uses
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -131,18 +132,18 @@ class SAM(Optimizer):
 
     @torch.no_grad()
     def _grad_norm(self, params: list[tuple[Tensor, dict[str, Any]]]) -> Tensor:
-        """||g||_2 (or || |w| * g ||_2 for ASAM) over all parameters, as a 0-d fp32 tensor.
+        """||g||_2 (or || |w| * g ||_2 for ASAM) over all parameters, as a 0-d tensor.
 
         Computed on the device of the first parameter (model parallelism may spread the rest),
         without a host sync.
         """
         device = params[0][0].device
-        norms = [
-            torch.linalg.vector_norm(
-                p.grad * p.abs() if group[_ADAPTIVE] else p.grad, dtype=torch.float32
-            ).to(device)
-            for p, group in params
-        ]
+        norms = []
+        for p, group in params:
+            g = p.grad * p.abs() if group[_ADAPTIVE] else p.grad
+            # Accumulate in at least fp32: a bf16 sum of squares over millions of entries drifts.
+            dtype = torch.promote_types(g.dtype, torch.float32)
+            norms.append(torch.linalg.vector_norm(g, dtype=dtype).to(device))
         return torch.linalg.vector_norm(torch.stack(norms))
 
     @torch.no_grad()

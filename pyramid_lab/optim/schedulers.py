@@ -157,8 +157,11 @@ class WarmupPlateau(ReduceLROnPlateau):
         min_lr: float = 0.0,
         eps: float = 1e-8,
     ) -> None:
-        for name, value in (("warmup_epochs", warmup_epochs), ("patience", patience),
-                            ("cooldown", cooldown)):
+        for name, value in (
+            ("warmup_epochs", warmup_epochs),
+            ("patience", patience),
+            ("cooldown", cooldown),
+        ):
             if not _is_int(value) or value < 0:
                 raise ConfigError(f"{_KEY}.{name}={value!r} must be an integer >= 0 (epochs)")
         if not _is_real(warmup_start_factor) or not 0 < warmup_start_factor <= 1:
@@ -232,7 +235,7 @@ class WarmupPlateau(ReduceLROnPlateau):
         super().step(metrics)
 
 
-def snapshot_epochs(T_0: int, T_mult: int, max_epochs: int) -> list[int]:  # noqa: N803 (torch's names)
+def snapshot_epochs(T_0: int, T_mult: int, max_epochs: int) -> list[int]:  # noqa: N803
     """Last epoch (0-based) of each cycle of CosineAnnealingWarmRestarts that ends within the run.
 
     With one scheduler step per epoch, cycle ``i`` lasts ``T_0 * T_mult**i`` epochs and its last

@@ -1,0 +1,124 @@
+"""Batched augmentation on the training device, with independent randomness per sample.
+
+It runs on float batches in [0, 1] after the host-to-device copy, so the loader only slices uint8
+arrays; no PIL and no per-sample Python (airbench's approach, see STYLE.md). Nothing here reads a
+value back to the host, so a CUDA batch never synchronises.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pyramid_lab.errors import ConfigError
+
+
+def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = None) -> Tensor:
+    """Zero-pad by ``padding`` and crop back to the input size at a random offset per sample.
+
+    The same distribution as torchvision's ``RandomCrop(size, padding=padding)``: each offset
+    uniform in ``0..2*padding``, independently per sample and per axis.
+
+    Args:
+        x: ``[B, C, H, W]``.
+    """
+    if padding == 0:
+        return x
+    b, c, h, w = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding))
+    offsets = torch.randint(0, 2 * padding + 1, (2, b), device=x.device, generator=generator)
+    rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # [B, H]
+    cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # [B, W]
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    channel = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_flip(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Mirror each sample left-right with probability 0.5. ``x``: ``[B, C, H, W]``."""
+    flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def random_affine(x: Tensor, scale: tuple[float, float] | None, degrees: float,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """Zoom by a factor uniform in ``scale`` and rotate by an angle uniform in ``[-degrees,
+    degrees]``, per sample, about the centre; one ``grid_sample`` for the batch, zeros outside.
+
+    Args:
+        x: ``[B, C, H, W]`` float.
+        scale: ``(min, max)`` magnification (>1 zooms in), or ``None`` for none.
+    """
+    b = x.shape[0]
+    u = torch.rand(2, b, device=x.device, dtype=x.dtype, generator=generator)
+    angle = (2 * u[0] - 1) * math.radians(degrees)
+    zoom = 1.0 if scale is None else scale[0] + (scale[1] - scale[0]) * u[1]
+    # affine_grid maps output to input coordinates, so the inverse zoom magnifies the image.
+    cos, sin = angle.cos() / zoom, angle.sin() / zoom
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+class BatchAugment:
+    """The training augmentation of the study, applied to a whole batch on its device.
+
+    ``__call__`` does the geometric part on images in [0, 1] (scale/rotate, then crop, then
+    flip); ``add_noise`` is separate because the study's "Gaussian noise on the inputs" is added
+    after normalisation, so ``noise_std`` is in normalised units (standard deviations of a
+    pixel). Neither touches the host's random state; pass ``generator`` for reproducible tests.
+
+    Args:
+        crop_padding: zero padding of the random crop in pixels (4 = the usual CIFAR recipe);
+            0 turns cropping off.
+        flip: random horizontal flips with p = 0.5.
+        scale: ``[min, max]`` random magnification, e.g. ``[0.9, 1.1]``; ``None`` = off.
+        rotate_degrees: random rotation in ``[-rotate_degrees, rotate_degrees]``; 0 = off.
+        noise_std: std of the additive Gaussian noise, in normalised units; 0 = off.
+    """
+
+    def __init__(self, crop_padding: int = 4, flip: bool = True,
+                 scale: Sequence[float] | None = None, rotate_degrees: float = 0.0,
+                 noise_std: float = 0.0) -> None:
+        if int(crop_padding) != crop_padding or crop_padding < 0:
+            raise ConfigError(f"data.augment.crop_padding={crop_padding!r} must be an integer >= 0")
+        if scale is not None:
+            scale = tuple(float(s) for s in scale)
+            if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
+                raise ConfigError(f"data.augment.scale={list(scale)} must be [min, max] with "
+                                  "0 < min <= max, or null")
+        if not 0 <= rotate_degrees <= 180:
+            raise ConfigError(f"data.augment.rotate_degrees={rotate_degrees} must be in [0, 180]")
+        if noise_std < 0:
+            raise ConfigError(f"data.augment.noise_std={noise_std} must be >= 0 (0 turns it off)")
+        self.crop_padding = int(crop_padding)
+        self.flip = bool(flip)
+        self.scale: tuple[float, float] | None = scale  # type: ignore[assignment]
+        self.rotate_degrees = float(rotate_degrees)
+        self.noise_std = float(noise_std)
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Geometric augmentation of float ``[B, C, H, W]`` images in [0, 1]; same shape."""
+        if self.scale is not None or self.rotate_degrees > 0:
+            x = random_affine(x, self.scale, self.rotate_degrees, generator)
+        x = random_crop(x, self.crop_padding, generator)
+        if self.flip:
+            x = random_flip(x, generator)
+        return x
+
+    def add_noise(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``x`` plus i.i.d. Gaussian noise of std ``noise_std`` (apply after normalising)."""
+        if self.noise_std == 0:
+            return x
+        noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+        return x + self.noise_std * noise
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(crop_padding={self.crop_padding}, flip={self.flip}, "
+                f"scale={self.scale}, rotate_degrees={self.rotate_degrees}, "
+                f"noise_std={self.noise_std})")

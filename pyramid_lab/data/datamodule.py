@@ -1,0 +1,162 @@
+"""The LightningDataModule: uint8 batches on the host, augmentation and normalisation on device."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Sampler
+
+from pyramid_lab.data.augment import BatchAugment
+from pyramid_lab.data.sampler import IndexedTensors, SequentialBatchSampler, ShuffledBatchSampler
+from pyramid_lab.data.splits import DataSource, Splits
+from pyramid_lab.errors import ConfigError
+
+
+def _as_is(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    # The default collate would turn the (images, labels) tuple into a list.
+    return batch
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Any data source as train/val/test loaders of whole uint8 batches.
+
+    Batches leave the loader as ``(uint8 [B, 3, H, W], int64 [B])`` slices of the source's
+    arrays. After the transfer to the device, ``on_after_batch_transfer`` converts them to
+    float32 in [0, 1], augments training batches (``augment``), normalises with the data set's
+    mean/std and, for training batches only, adds ``augment``'s Gaussian noise.
+
+    Training batches come from a fresh permutation per epoch (seeded by ``seed + epoch``),
+    sharded by ``trainer.global_rank`` / ``trainer.world_size``, so the trainer must run with
+    ``use_distributed_sampler=False``. Validation and test batches are sequential, never dropped
+    and never augmented; under DDP each rank takes an equal contiguous block (padded from the
+    start like ``DistributedSampler``, so up to ``world_size - 1`` images count twice).
+
+    Args:
+        dataset: a data source (``Digits``, ``CINIC10``, ``CIFAR10``, ``Synthetic``, ...).
+        num_classes: must equal the number of classes of ``dataset``; checked in ``setup``.
+        batch_size: training images per batch per device (the study: 256).
+        eval_batch_size: validation/test images per batch; ``None`` = ``2 * batch_size``.
+        merge_val: train on train + validation (the study's Table 7, its best single trick).
+            The validation loop still runs on the validation images, so ``val/*`` metrics are
+            then measured on training data and are not held-out estimates; ``test/*`` remains
+            the honest number. (They are kept rather than dropped so curves and checkpointing on
+            ``val/*`` keep working.)
+        augment: the training augmentation; ``None`` = none (the study's baseline).
+        seed: seed of the per-epoch shuffling.
+        pin_memory: pin host batches when training on a CUDA device.
+        drop_last: drop the incomplete last training batch of each epoch.
+    """
+
+    def __init__(self, dataset: DataSource, num_classes: int, batch_size: int = 256,
+                 eval_batch_size: int | None = None, merge_val: bool = False,
+                 augment: BatchAugment | None = None, seed: int = 0, pin_memory: bool = True,
+                 drop_last: bool = True) -> None:
+        super().__init__()
+        if batch_size <= 0:
+            raise ConfigError(f"data.batch_size={batch_size} must be a positive integer")
+        if eval_batch_size is not None and eval_batch_size <= 0:
+            raise ConfigError(f"data.eval_batch_size={eval_batch_size} must be a positive integer "
+                              "or null (= 2 x data.batch_size)")
+        self.dataset = dataset
+        self.num_classes = num_classes
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or 2 * batch_size
+        self.merge_val = merge_val
+        self.augment = augment
+        self.seed = seed
+        self.pin_memory = pin_memory
+        self.drop_last = drop_last
+        self.splits: Splits | None = None
+        self._stats: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def prepare_data(self) -> None:
+        self.dataset.prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        splits = self.dataset.load()
+        if len(splits.classes) != self.num_classes:
+            raise ConfigError(
+                f"data.num_classes={self.num_classes} but {type(self.dataset).__name__} has "
+                f"{len(splits.classes)} classes; set data.num_classes={len(splits.classes)}"
+            )
+        self.splits = splits
+        train = splits.train
+        if self.merge_val:
+            self._train = IndexedTensors(torch.cat([train.images, splits.val.images]),
+                                         torch.cat([train.labels, splits.val.labels]))
+        else:
+            self._train = IndexedTensors(train.images, train.labels)
+        self._val = IndexedTensors(splits.val.images, splits.val.labels)
+        self._test = IndexedTensors(splits.test.images, splits.test.labels)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world_size = self._rank()
+        sampler = ShuffledBatchSampler(len(self._train), self.batch_size, self.seed,
+                                       self.drop_last, rank, world_size)
+        if len(sampler) == 0:
+            per = f" per device across {world_size} devices" if world_size > 1 else ""
+            raise ConfigError(f"data.batch_size={self.batch_size}{per} is more than the "
+                              f"{len(self._train)} training images; lower data.batch_size")
+        return self._loader(self._train, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self._val)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self._test)
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor],
+                                dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        """``(uint8 [B, 3, H, W], labels)`` -> ``(float32 [B, 3, H, W] normalised, labels)``."""
+        x, y = batch
+        training = self.augment is not None and self.trainer is not None and self.trainer.training
+        x = x.to(torch.float32) / 255
+        if training:
+            x = self.augment(x)
+        mean, std = self._norm_stats(x.device)
+        x = (x - mean) / std
+        if training:
+            x = self.augment.add_noise(x)
+        return x, y
+
+    def _norm_stats(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        # Cached per device: building them per batch would be a host-to-device copy each step.
+        if device not in self._stats:
+            assert self.splits is not None, "setup() must run before batches arrive"
+            self._stats[device] = tuple(  # type: ignore[assignment]
+                torch.tensor(s, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+                for s in (self.splits.mean, self.splits.std)
+            )
+        return self._stats[device]
+
+    def _eval_loader(self, data: IndexedTensors) -> DataLoader:
+        rank, world_size = self._rank()
+        return self._loader(data, SequentialBatchSampler(len(data), self.eval_batch_size, rank,
+                                                         world_size))
+
+    def _loader(self, data: IndexedTensors, sampler: Sampler[Tensor]) -> DataLoader:
+        # num_workers=0: a batch is one gather from memory, cheaper than a worker round trip.
+        return DataLoader(data, batch_size=None, sampler=sampler, num_workers=0,
+                          collate_fn=_as_is, pin_memory=self._pin())
+
+    def _rank(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        world_size = self.trainer.world_size
+        connector = getattr(self.trainer, "_accelerator_connector", None)
+        if world_size > 1 and getattr(connector, "use_distributed_sampler", False):
+            # Lightning would swap our batch sampler for a per-sample DistributedSampler.
+            raise ConfigError("trainer.use_distributed_sampler=true replaces ImageDataModule's "
+                              "sharded batch sampler; set trainer.use_distributed_sampler=false")
+        return self.trainer.global_rank, world_size
+
+    def _pin(self) -> bool:
+        if not self.pin_memory:
+            return False
+        root_device = getattr(getattr(self.trainer, "strategy", None), "root_device", None)
+        if root_device is not None:
+            return root_device.type == "cuda"
+        return torch.cuda.is_available()

@@ -1,0 +1,44 @@
+"""Every conf/data/*.yaml instantiates into an ImageDataModule with the intended settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from pyramid_lab.data import CIFAR10, CINIC10, Digits, ImageDataModule, Synthetic
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
+
+
+def build(name: str, tmp_path: Path, **overrides) -> ImageDataModule:
+    data = OmegaConf.merge(OmegaConf.load(CONF / f"{name}.yaml"), overrides)
+    cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}, "seed": 7, "data": data})
+    return instantiate(cfg.data)
+
+
+@pytest.mark.parametrize("name, source", [("cinic10", CINIC10), ("cifar10", CIFAR10),
+                                          ("digits", Digits), ("synthetic", Synthetic)])
+def test_data_configs_instantiate(tmp_path, name, source):
+    dm = build(name, tmp_path)
+    assert isinstance(dm, ImageDataModule) and isinstance(dm.dataset, source)
+    assert dm.num_classes == 10 and dm.seed == 7 and dm.merge_val is False
+    assert dm.augment is None  # the study's baseline trains without augmentation
+    assert dm.batch_size == (64 if name == "digits" else 256)
+
+
+def test_paths_and_interpolations(tmp_path):
+    assert build("cinic10", tmp_path).dataset.root == tmp_path / "cinic10"
+    synthetic = build("synthetic", tmp_path, num_classes=4).dataset
+    assert synthetic.num_classes == 4 and synthetic.seed == 7
+
+
+def test_augment_override(tmp_path):
+    dm = build("digits", tmp_path, augment={"_target_": "pyramid_lab.data.BatchAugment",
+                                            "crop_padding": 4, "flip": True, "noise_std": 0.1,
+                                            "scale": [0.9, 1.1]})
+    assert dm.augment.crop_padding == 4 and dm.augment.scale == (0.9, 1.1)
+    dm.setup("fit")
+    assert len(dm.splits.train) == 1257

@@ -1,0 +1,108 @@
+"""train(cfg) end to end: the Hydra app composed in-process, the run record, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pyramid_lab.errors import ConfigError
+from pyramid_lab.record import read_record
+from pyramid_lab.train import train
+from tests.conftest import compose_config
+
+
+def test_fast_dev_run_of_the_composed_app(tmp_path, tiny_overrides):
+    cfg = compose_config([*tiny_overrides, "+trainer.fast_dev_run=true"], tmp_path)
+    record = train(cfg, overrides=["experiment=quickstart"])
+    assert record["status"] == "completed"
+    assert 0.0 <= record["test/acc"] <= 1.0
+    assert record["params"] > 0
+    on_disk = read_record(tmp_path)
+    assert on_disk["status"] == "completed"
+    assert on_disk["overrides"] == ["experiment=quickstart"]
+    assert on_disk["wall_time_s"] > 0
+
+
+def test_record_has_history_checkpoint_and_tensorboard(tmp_path, tiny_overrides):
+    overrides = [o for o in tiny_overrides if o != "logger=none"] + ["trainer.max_epochs=2"]
+    record = train(compose_config(overrides, tmp_path))
+    assert record["status"] == "completed"
+    assert record["epochs"] == 2
+    assert [entry["epoch"] for entry in record["history"]] == [1, 2]
+    assert {"train/loss", "train/acc", "val/acc", "train/lr"} <= set(record["history"][-1])
+    for key in ("test/acc", "val/acc_best", "test/loss"):
+        assert 0.0 <= record[key] or key == "test/loss"
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "config.yaml").is_file()
+
+
+def test_budget_refuses_a_model_before_training(tmp_path, tiny_overrides):
+    cfg = compose_config([*tiny_overrides, "budget.max_params=1000"], tmp_path)
+    with pytest.raises(ConfigError, match=r"trainable parameters, over budget.max_params=1,000"):
+        train(cfg)
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "failed"
+    assert "budget.max_params" in record["error"]
+
+
+def test_diverged_run_is_recorded(tmp_path, tiny_overrides):
+    from pyramid_lab.module import DivergedError
+
+    cfg = compose_config([*tiny_overrides, "optimizer.lr=1e30"], tmp_path)
+    with pytest.raises(DivergedError):
+        train(cfg)
+    record = read_record(tmp_path)
+    assert record["status"] == "diverged"
+    assert "train/loss became" in record["error"]
+
+
+def run_cli(args: list[str], cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pyramid_lab", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=300,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.depth=5", "model.depth=5 is too small for basic units"),
+        ("model.alpha=-3", "model.alpha=-3 must be >= 0"),
+        ("activation.name=swish", "activation='swish' is unknown; valid: relu, leaky_relu, selu, hardswish"),
+        ("data=cinic10", "data.dataset.root"),
+    ],
+)
+def test_bad_input_one_line_and_nonzero_exit(tmp_path, override, expected):
+    result = run_cli(["experiment=quickstart", f"hydra.run.dir={tmp_path}", override], cwd=tmp_path)
+    assert result.returncode != 0
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and expected in error_lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_unknown_config_option_lists_the_valid_ones(tmp_path):
+    result = run_cli(["model=pyramidnet999"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "pyramidnet999" in result.stderr and "pyramidnet196_a48" in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_quickstart_reaches_95_percent(tmp_path):
+    """The README's quickstart, for real: a ShakeDrop PyramidNet on the digits, about a minute."""
+    result = run_cli(["experiment=quickstart", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = read_record(tmp_path)
+    assert record["status"] == "completed"
+    assert record["epochs"] == 15
+    assert record["test/acc"] >= 0.95
+    assert f"test/acc={record['test/acc']:.4f}" in result.stdout
+    assert str(tmp_path) in result.stdout
