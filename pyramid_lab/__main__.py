@@ -2,30 +2,42 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from pyramid_lab.errors import ConfigError
-from pyramid_lab.module import DivergedError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+log = logging.getLogger("pyramid_lab")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from pyramid_lab.module import DivergedError
     from pyramid_lab.train import train  # after Hydra parsed the command line: fast --help
 
+    hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        record = train(cfg, overrides=list(HydraConfig.get().overrides.task))
-    except (ConfigError, DivergedError) as error:
+        record = train(cfg, overrides=list(hydra_cfg.overrides.task))
+    except Exception as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        expected = isinstance(error, (ConfigError, DivergedError))
+        if not expected and not in_sweep:
+            raise  # a bug or an environment failure: keep the traceback (the record says failed)
+        if not expected:
+            log.exception("job %s failed", hydra_cfg.job.num)
         print(f"error: {error}", file=sys.stderr)
+        if in_sweep:
+            return None  # recorded in its metrics.json; the other jobs run, the sweep exits 1
         sys.exit(2 if isinstance(error, ConfigError) else 1)
     print(
         f"{record['status']}: test/acc={record.get('test/acc', float('nan')):.4f} "

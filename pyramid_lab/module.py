@@ -38,8 +38,13 @@ class Classifier(pl.LightningModule):
             "monitor": metric name or None}``, or None for a constant learning rate.
         num_classes: classes for the accuracy metrics.
         label_smoothing: cross-entropy label smoothing in [0, 1) (0.1 in the study's trick).
-        channels_last: NHWC memory format for the network and its inputs (faster convs on GPUs).
-        compile: wrap the network in ``torch.compile``; falls back to eager with a warning.
+        channels_last: NHWC memory format for the network and its inputs (faster convs on GPUs,
+            with bf16 tensor cores).
+        compile: run the network through ``torch.compile``; where compilation fails (no
+            compiler, an unsupported op) it warns once and trains on in eager mode.
+        compile_backend: the ``torch.compile`` backend: ``"inductor"`` (generated kernels),
+            ``"aot_eager"`` or ``"eager"`` (no code generation: fast to start, for tests), or a
+            backend callable.
         divergence_check_every: steps between checks that the loss is finite (1 = every step;
             each check waits for the device).
     """
@@ -53,6 +58,7 @@ class Classifier(pl.LightningModule):
         label_smoothing: float = 0.0,
         channels_last: bool = False,
         compile: bool = False,
+        compile_backend: str | Callable[..., Any] = "inductor",
         divergence_check_every: int = 1,
     ) -> None:
         super().__init__()
@@ -60,6 +66,7 @@ class Classifier(pl.LightningModule):
             raise ConfigError(
                 f"module.label_smoothing={label_smoothing} must be in [0, 1) (0.1 in the study)"
             )
+        _check_optimizer_settings(optimizer)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
         self.optimizer_factory = optimizer
@@ -69,14 +76,21 @@ class Classifier(pl.LightningModule):
         self.uses_sam = _is_sam(optimizer)
         self.automatic_optimization = not self.uses_sam
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # Set in setup(); kept off the submodules so that checkpoints hold `net.*` either way.
+        self._compiled: CompileFallback | None = None
+        # nan_strategy="disable": the default "warn" tests `isnan(x).any()` in a Python `if`, a
+        # host-device sync every step; a NaN loss is _check_finite's job.
+        self.train_loss, self.val_loss, self.test_loss = (
+            MeanMetric(nan_strategy="disable") for _ in range(3)
+        )
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.contiguous(memory_format=self.memory_format))
+        x = x.contiguous(memory_format=self.memory_format)
+        return self._compiled(x) if self._compiled is not None else self.net(x)
 
     def setup(self, stage: str) -> None:
         if self.uses_sam and self.trainer.precision == "16-mixed":
@@ -85,8 +99,8 @@ class Classifier(pl.LightningModule):
                 "backward); use bf16-mixed or 32-true"
             )
         self.net.to(memory_format=self.memory_format)
-        if self.hparams.compile and not isinstance(self.net, torch._dynamo.eval_frame.OptimizedModule):
-            self.net = _compile_or_warn(self.net)
+        if self.hparams.compile and self._compiled is None:  # fit then test: compile once
+            self._compiled = CompileFallback(self.net, self.hparams.compile_backend)
 
     def on_train_start(self) -> None:
         # The sanity check runs validation before training: start val/acc_best from scratch.
@@ -182,9 +196,50 @@ class Classifier(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
-def _compile_or_warn(net: nn.Module) -> nn.Module:
-    try:
-        return torch.compile(net)
-    except Exception as error:  # compile is an optional speed-up: never fail a run for it
-        warnings.warn(f"module.compile=true fell back to eager: {error}", stacklevel=2)
-        return net
+def _check_optimizer_settings(optimizer: OptimizerFactory) -> None:
+    # torch's own message ("Invalid learning rate: -1") names no setting.
+    settings = optimizer.keywords if isinstance(optimizer, partial) else {}
+    lr = settings.get("lr")
+    if lr is not None and not lr > 0:
+        raise ConfigError(f"optimizer.lr={lr} must be > 0 (the study: 0.1 for SGD)")
+    weight_decay = settings.get("weight_decay")
+    if weight_decay is not None and weight_decay < 0:
+        raise ConfigError(f"optimizer.weight_decay={weight_decay} must be >= 0")
+
+
+class CompileFallback:
+    """``torch.compile(net)`` until it first fails, then ``net`` itself for good, with one warning.
+
+    ``torch.compile`` is lazy: tracing and code generation run at the first call (and at each
+    recompilation, e.g. the first eval-mode call or SAM's frozen-BatchNorm pass), so that is
+    where a missing C++ compiler, Triton or an unsupported op shows up, not at
+    ``torch.compile()``. A failure there switches to eager; an error that eager mode raises too
+    (a wrong input shape) still propagates. A failure that only appears when the compiled
+    backward is first run is not caught here. The compiled module shares ``net``'s parameters.
+
+    Args:
+        net: the eager network.
+        backend: a ``torch.compile`` backend name or callable.
+    """
+
+    def __init__(self, net: nn.Module, backend: str | Callable[..., Any] = "inductor") -> None:
+        self.net = net
+        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        try:
+            self.compiled = torch.compile(net, backend=backend)
+        except Exception as error:  # e.g. a Python version or platform Dynamo does not support
+            self._fall_back(error)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                return self.compiled(x)
+            except Exception as error:  # compile is an optional speed-up: never fail a run for it
+                self._fall_back(error)
+        return self.net(x)
+
+    def _fall_back(self, error: Exception) -> None:
+        self.compiled = None
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        warnings.warn(f"module.compile=true fell back to eager mode: torch.compile failed with "
+                      f"{type(error).__name__}: {reason}", RuntimeWarning, stacklevel=3)

@@ -17,8 +17,6 @@ from pyramid_lab.record import RunRecord
 
 log = logging.getLogger(__name__)
 
-# Metrics copied from the trainer into metrics.json at the end (fractions, not percent).
-FINAL_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc")
 
 
 def count_parameters(net: pl.LightningModule | Any) -> int:
@@ -40,7 +38,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     that became NaN or inf) after recording it; an interrupted run returns its record.
     """
     run_dir = Path(cfg.paths.output_dir)
-    record = RunRecord(run_dir, overrides or [], extra={"task_name": cfg.task_name})
+    record = RunRecord(run_dir, overrides or [], extra=_identity(cfg))
     record.update()
     trainer = None
     try:
@@ -77,6 +75,17 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         raise
 
 
+def _identity(cfg: DictConfig) -> dict[str, Any]:
+    """What the report groups a run by: its task, the study's table and row, and the seed."""
+    identity = {"task_name": cfg.task_name, "seed": cfg.seed}
+    for key in ("table", "row"):
+        try:
+            identity[key] = cfg.get(key)
+        except Exception:  # ${hydra:...} outside a Hydra app (tests composing the config)
+            identity[key] = None
+    return identity
+
+
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
     """hydra.utils.instantiate that lets a ConfigError through as itself: Hydra wraps whatever a
     constructor raises, which would turn a one-line message into a multi-line one."""
@@ -102,6 +111,7 @@ def _final(trainer: pl.Trainer | None) -> dict[str, Any]:
     if trainer is None:
         return {}
     metrics = trainer.callback_metrics
-    final = {name: float(metrics[name]) for name in FINAL_METRICS if name in metrics}
+    # Every train/*, val/* and test/* metric (accuracies as fractions, not percent).
+    final = {name: float(value) for name, value in metrics.items() if "/" in name}
     final["epochs"] = trainer.current_epoch  # epochs completed (fit advances it after each)
     return final

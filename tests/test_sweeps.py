@@ -1,0 +1,190 @@
+"""Issue: every ablation as a config group, each table of the study as a one-command sweep."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.utils import instantiate
+
+from pyramid_lab.errors import ConfigError
+from pyramid_lab.paper import PAPER_TABLES
+from pyramid_lab.record import read_record
+from pyramid_lab.train import train
+from tests.conftest import CONFIG_DIR, compose_config
+
+TABLES = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("table*.yaml"))
+
+
+def sweep_params(table: str) -> dict[str, str]:
+    return yaml.safe_load((CONFIG_DIR / "experiment" / f"{table}.yaml").read_text())["hydra"]["sweeper"]["params"]
+
+
+def test_every_table_of_the_study_has_a_sweep():
+    assert TABLES == sorted(PAPER_TABLES)
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_sweep_rows_are_the_study_rows(table, tmp_path):
+    (group, values), = sweep_params(table).items()
+    assert set(values.split(",")) == set(PAPER_TABLES[table])
+    for value in values.split(","):  # every row composes into a config
+        cfg = compose_config([f"experiment={table}", f"{group}={value}"], tmp_path)
+        assert cfg.table == table
+
+
+@pytest.mark.parametrize("group", ["model", "optimizer", "scheduler", "activation", "tricks", "data"])
+def test_unknown_option_lists_the_valid_ones(group, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pyramid_lab", f"{group}=nonsense"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    valid = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    assert f"Could not find '{group}/nonsense'" in result.stderr
+    assert all(option in result.stderr for option in valid)
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_tricks_combine(tmp_path):
+    cfg = compose_config(["tricks=[label_smoothing,shakedrop,merge_val,augment,gaussian_noise]"], tmp_path)
+    assert cfg.module.label_smoothing == 0.1
+    assert cfg.model.shakedrop == 0.5
+    assert cfg.data.merge_val is True
+    assert (cfg.data.augment.crop_padding, cfg.data.augment.flip, cfg.data.augment.noise_std) == (4, True, 0.1)
+    baseline = compose_config([], tmp_path)
+    assert (baseline.data.augment.crop_padding, baseline.data.augment.flip) == (0, False)
+    assert baseline.module.label_smoothing == 0.0 and baseline.data.merge_val is False
+
+
+def test_recipes_carry_the_study_numbers(tmp_path):
+    base = compose_config(["experiment=paper_baseline"], tmp_path)
+    assert base.model._target_.endswith("pyramidnet196_a48") and base.activation.name == "relu"
+    assert list(base.scheduler.scheduler.milestones) == [32, 64] and base.scheduler.scheduler.gamma == 0.1
+    assert (base.optimizer.lr, base.data.batch_size, base.trainer.max_epochs) == (0.1, 256, 100)
+    assert base.budget.max_params == 2_000_000 and base.data.merge_val is False
+    final = compose_config(["experiment=paper_final"], tmp_path)
+    assert final.model.shakedrop == 0.5 and final.activation.name == "leaky_relu"
+    assert final.module.label_smoothing == 0.1 and final.data.merge_val is True
+    assert final.scheduler.scheduler._target_.endswith("CosineAnnealingWarmRestarts")
+    assert final.trainer.max_epochs == 230 and final.optimizer._target_ == "torch.optim.SGD"
+    sam = compose_config(["experiment=paper_final", "optimizer=sam"], tmp_path)
+    assert sam.optimizer._target_ == "pyramid_lab.optim.SAM"
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml")))
+@pytest.mark.parametrize("activation", ["leaky_relu"])
+def test_every_model_option_builds_with_the_activation(option, activation, tmp_path):
+    cfg = compose_config([f"model={option}", f"activation={activation}"], tmp_path)
+    net = instantiate(cfg.model)
+    kinds = {type(m).__name__ for m in net.modules()}
+    assert "LeakyReLU" in kinds and "ReLU" not in kinds
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 must be > 0"),
+        (["optimizer=sam", "optimizer.rho=0"], "optimizer.rho=0"),
+        (["module.label_smoothing=1.0"], "module.label_smoothing=1.0 must be in [0, 1)"),
+        (["tricks=gaussian_noise", "data.augment.noise_std=-1"], "data.augment.noise_std=-1"),
+        (["scheduler=multistep", "scheduler.scheduler.milestones=[1,5]"], "scheduler.milestones"),
+        (["budget.max_params=10000"], "over budget.max_params=10,000"),
+    ],
+)
+def test_bad_settings_fail_in_one_line_and_are_recorded(overrides, message, tmp_path, tiny_overrides):
+    cfg = compose_config([*tiny_overrides, "trainer.max_epochs=2", *overrides], tmp_path)
+    with pytest.raises(ConfigError) as info:
+        train(cfg)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert read_record(tmp_path)["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["optimizer=sam"],
+        ["optimizer=sam", "scheduler=plateau", "scheduler.scheduler.warmup_epochs=1"],
+        ["scheduler=plateau", "tricks=merge_val", "scheduler.scheduler.warmup_epochs=1"],
+        ["optimizer=adam", "scheduler=exp"],
+        ["optimizer=adadelta", "scheduler=cosine_restarts", "scheduler.scheduler.T_0=1"],
+    ],
+)
+def test_optimizers_and_schedulers_train_and_log_the_lr(overrides, tmp_path, tiny_overrides):
+    cfg = compose_config([*tiny_overrides, "trainer.max_epochs=3", *overrides], tmp_path)
+    record = train(cfg)
+    assert record["status"] == "completed" and record["epochs"] == 3
+    lrs = [entry["train/lr"] for entry in record["history"]]
+    assert len(lrs) == 3 and all(lr > 0 for lr in lrs)
+    if "scheduler=exp" in overrides:
+        assert lrs[1] == pytest.approx(lrs[0] * 0.95) and lrs[2] == pytest.approx(lrs[0] * 0.95**2)
+    if "scheduler.scheduler.warmup_epochs=1" in overrides:
+        assert lrs[0] < lrs[1]  # linear warm-up from 0.1 x lr
+
+
+def test_sam_advances_global_step_once_per_update(tmp_path, tiny_overrides):
+    from pytorch_lightning import Trainer
+
+    seen = {}
+    original_test = Trainer.test
+
+    def spy(self, *args, **kwargs):
+        seen["global_step"] = self.global_step
+        return original_test(self, *args, **kwargs)
+
+    cfg = compose_config([*tiny_overrides, "optimizer=sam", "trainer.max_epochs=2"], tmp_path)
+    Trainer.test = spy
+    try:
+        assert train(cfg)["status"] == "completed"
+    finally:
+        Trainer.test = original_test
+    assert seen["global_step"] == 4  # 2 epochs x 2 batches, one SAM update each
+
+
+def test_snapshot_ensemble_reports_beside_the_single_model(tmp_path, tiny_overrides):
+    cfg = compose_config(
+        [*tiny_overrides, "trainer.max_epochs=3", "scheduler=cosine_restarts",
+         "scheduler.scheduler.T_0=1", "tricks=snapshot_ensemble"],
+        tmp_path,
+    )
+    record = train(cfg)
+    assert record["test/ensemble_size"] == 3
+    assert 0.0 <= record["test/acc_ensemble"] <= 1.0
+    assert 0.0 <= record["test/acc"] <= 1.0
+
+
+def run_sweep(args: list[str], sweep_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pyramid_lab", "-m", *args, f"hydra.sweep.dir={sweep_dir}",
+         "scale=smoke", "logger=none", "~callbacks.progress_bar", "+trainer.enable_progress_bar=false"],
+        capture_output=True, text=True, timeout=600, cwd=sweep_dir.parent,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("table", TABLES)
+def test_each_table_sweep_runs_at_smoke_scale(table, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_sweep([f"experiment={table}"], sweep_dir)
+    assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
+    (group, values), = sweep_params(table).items()
+    records = [read_record(job) for job in sorted(sweep_dir.iterdir()) if job.name.isdigit()]
+    assert sorted(r["row"] for r in records) == sorted(values.split(","))
+    assert all(r["status"] == "completed" and r["table"] == table for r in records)
+
+
+@pytest.mark.slow
+def test_failed_job_is_recorded_and_the_rest_still_run(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_sweep(["experiment=table3_schedulers", "scheduler=cosine", "optimizer.lr=0.1,1e30,-1"], sweep_dir)
+    assert result.returncode != 0
+    statuses = [read_record(sweep_dir / str(job))["status"] for job in range(3)]
+    assert statuses == ["completed", "diverged", "failed"]
+    assert "1 of 3 jobs completed" in result.stdout
+    assert "job 1: diverged: train/loss became" in result.stdout
+    assert "job 2: failed: ConfigError: optimizer.lr=-1 must be > 0" in result.stdout
