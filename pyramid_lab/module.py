@@ -9,7 +9,8 @@ from typing import Any, Callable
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
+from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from pyramid_lab.errors import ConfigError
@@ -87,6 +88,8 @@ class Classifier(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
+        # Images trained on per epoch, summed over ranks: DDP must see each sample once.
+        self.train_samples = SumMetric(nan_strategy="disable")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=self.memory_format)
@@ -116,6 +119,8 @@ class Classifier(pl.LightningModule):
         self._check_finite(loss, batch_idx)
         self.train_loss(loss.detach())
         self.train_acc(logits.detach(), y)
+        self.train_samples(torch.tensor(float(y.shape[0]), device=y.device))
+        self.log("train/samples", self.train_samples, on_step=False, on_epoch=True)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
@@ -185,6 +190,15 @@ class Classifier(pl.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # ShakeDrop and augmentation draw from the global generators: a resumed run continues
+        # their streams instead of replaying the seed's.
+        checkpoint["rng_states"] = _collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            _set_rng_states(checkpoint["rng_states"])
+
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_config is None:
@@ -240,6 +254,7 @@ class CompileFallback:
 
     def _fall_back(self, error: Exception) -> None:
         self.compiled = None
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        # Dynamo's messages start with a header line ("backend='inductor' raised:"), then the cause.
+        reason = " ".join([line.strip() for line in str(error).splitlines() if line.strip()][:2])
         warnings.warn(f"module.compile=true fell back to eager mode: torch.compile failed with "
                       f"{type(error).__name__}: {reason}", RuntimeWarning, stacklevel=3)

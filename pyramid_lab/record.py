@@ -8,28 +8,16 @@ says ``running``: it never looks finished.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 
-RECORD_NAME = "metrics.json"
-STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
+from pyramid_lab.record_file import RECORD_NAME, STATUSES, read_record, write_json_atomic
 
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def read_record(run_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / RECORD_NAME).read_text())
-
+__all__ = ["RECORD_NAME", "STATUSES", "RunRecord", "read_record", "write_json_atomic"]
 
 def _as_float(value: Any) -> float | None:
     # NaN and inf are kept as they are: in a diverged run they are the evidence.
@@ -51,6 +39,7 @@ class RunRecord(pl.Callback):
     def __init__(self, run_dir: str | Path, overrides: list[str], extra: dict[str, Any] | None = None):
         self.path = Path(run_dir) / RECORD_NAME
         self.started = time.time()
+        self.wall_time_before = 0.0  # time spent before a resume
         self.data: dict[str, Any] = {
             "status": "running",
             "run_dir": str(Path(run_dir).resolve()),
@@ -61,8 +50,9 @@ class RunRecord(pl.Callback):
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
-        self.data["wall_time_s"] = round(time.time() - self.started, 3)
-        write_json_atomic(self.path, self.data)
+        self.data["wall_time_s"] = round(self.wall_time_before + time.time() - self.started, 3)
+        if rank_zero_only.rank == 0:  # under DDP every rank runs train(); one writes
+            write_json_atomic(self.path, self.data)
 
     def finish(self, status: str, error: str | None = None, **fields: Any) -> dict[str, Any]:
         assert status in STATUSES, status
@@ -71,8 +61,16 @@ class RunRecord(pl.Callback):
         self.update(status=status, **fields)
         return self.data
 
+    def state_dict(self) -> dict[str, Any]:
+        # Saved in every checkpoint: a resumed run continues this history and checks the model.
+        return {key: self.data.get(key) for key in ("model", "params", "history", "wall_time_s")}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.data["history"] = list(state_dict["history"])
+        self.wall_time_before = state_dict.get("wall_time_s") or 0.0
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
             return
         metrics = {k: _as_float(v) for k, v in trainer.callback_metrics.items()}
         entry = {"epoch": trainer.current_epoch + 1, **{k: v for k, v in metrics.items() if v is not None}}

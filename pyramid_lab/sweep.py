@@ -15,7 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from pyramid_lab.record import RECORD_NAME
+from pyramid_lab.record_file import RECORD_NAME
 
 
 def job_statuses(sweep_dir: Path) -> dict[str, tuple[str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,12 @@ import pytorch_lightning as pl
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from pyramid_lab.checkpoint import LAST, check_same_model
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.module import DivergedError
-from pyramid_lab.record import RunRecord
+from pyramid_lab.record import RunRecord, read_record
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +37,16 @@ def check_budget(params: int, max_params: int | None) -> None:
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     """Fit and test the configured model; returns the run record (also in ``metrics.json``).
 
-    Raises the error that stopped the run (ConfigError for bad input, DivergedError for a loss
-    that became NaN or inf) after recording it; an interrupted run returns its record.
+    With ``resume=true`` (the default) a run folder that already holds a completed record of the
+    same config is skipped, and one that holds ``checkpoints/last.ckpt`` continues from it. Raises the error that
+    stopped the run (ConfigError for bad input, DivergedError for a loss that became NaN or inf)
+    after recording it.
     """
     run_dir = Path(cfg.paths.output_dir)
+    previous = _previous_record(run_dir)
+    if cfg.resume and previous.get("status") == "completed" and _same_config(run_dir, cfg):
+        log.info("%s already completed: skipped (resume=false trains it again)", run_dir)
+        return previous
     record = RunRecord(run_dir, overrides or [], extra=_identity(cfg))
     record.update()
     trainer = None
@@ -45,18 +54,25 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         pl.seed_everything(cfg.seed, workers=True)
         datamodule = instantiate(cfg.data)
         net = instantiate(cfg.model)
-        params = count_parameters(net)
-        record.update(params=params, model=cfg.model._target_.rsplit(".", 1)[-1])
+        params, model_name = count_parameters(net), cfg.model._target_.rsplit(".", 1)[-1]
+        record.update(params=params, model=model_name)
         check_budget(params, cfg.budget.max_params)
+        ckpt_path = _checkpoint_to_resume(cfg, run_dir)
+        if ckpt_path is not None:
+            check_same_model(ckpt_path, model_name, params)
+            record.update(resumed_from=str(ckpt_path))
         module = instantiate(cfg.module, net=net)
         callbacks = [*instantiate_group(cfg.get("callbacks")), record]
         loggers = instantiate_group(cfg.get("logger"))
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        if trainer.is_global_zero:
+            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        # Our checkpoints hold RNG states (numpy arrays) that weights-only unpickling refuses;
+        # a ckpt_path is the user's own file, trusted like the code it runs.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
         # trainer.test replaces callback_metrics: keep what fit ended with.
         record.update(**_final(trainer))
         if trainer.interrupted:
@@ -67,12 +83,43 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     except DivergedError as error:
         record.finish("diverged", error=str(error), **_final(trainer))
         raise
+    except SIGTERMException as error:
+        record.finish("interrupted", error="stopped by SIGTERM; rerun to resume", **_final(trainer))
+        raise SystemExit(128 + signal.SIGTERM) from error
     except (KeyboardInterrupt, SystemExit):
-        record.finish("interrupted", error="training was interrupted", **_final(trainer))
+        record.finish("interrupted", error="training was interrupted; rerun to resume", **_final(trainer))
         raise
     except Exception as error:
         record.finish("failed", error=f"{type(error).__name__}: {error}", **_final(trainer))
         raise
+
+
+def _previous_record(run_dir: Path) -> dict[str, Any]:
+    try:
+        return read_record(run_dir)
+    except (OSError, ValueError):
+        return {}
+
+
+def _same_config(run_dir: Path, cfg: DictConfig) -> bool:
+    """Whether the run folder's saved config is this one (a changed one, e.g. more epochs,
+    continues from the folder's last checkpoint instead of being skipped)."""
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+    except OSError:
+        return False
+    return saved == OmegaConf.to_container(cfg, resolve=True)
+
+
+def _checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """An explicit ``ckpt_path``, else the run folder's own last checkpoint when resuming."""
+    if cfg.get("ckpt_path"):
+        path = Path(cfg.ckpt_path)
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist (give a .ckpt file, or null)")
+        return path
+    last = run_dir / "checkpoints" / LAST
+    return last if cfg.resume and last.is_file() else None
 
 
 def _identity(cfg: DictConfig) -> dict[str, Any]:

@@ -1,0 +1,51 @@
+"""Reports on runs: every metrics.json under a folder -> the study's tables and figures.
+
+``python -m pyramid_lab.report DIR`` writes ``results.md``, ``results.csv``, ``curves.png`` and
+``<table>.png`` into DIR. The same steps from Python (a notebook)::
+
+    runs = load_runs("multirun/2026-11-28/10-00-00")
+    tables = build_tables(runs)
+    plot_curves(tables[0].runs, "train/acc")
+    paths = write_report("multirun/2026-11-28/10-00-00")
+"""
+
+from pyramid_lab.report.collect import (
+    UNTABLED,
+    Collected,
+    RecordError,
+    ReportError,
+    Run,
+    collect_runs,
+)
+from pyramid_lab.report.figures import (
+    plot_curves,
+    plot_test_accuracy,
+    study_figure,
+    table_figure,
+)
+from pyramid_lab.report.render import csv_text, markdown_table, terminal_text
+from pyramid_lab.report.tables import Row, Table, build_tables
+from pyramid_lab.report.write import ReportPaths, ReportWarning, load_runs, write_report
+
+__all__ = [
+    "UNTABLED",
+    "Collected",
+    "RecordError",
+    "ReportError",
+    "ReportPaths",
+    "ReportWarning",
+    "Row",
+    "Run",
+    "Table",
+    "build_tables",
+    "collect_runs",
+    "csv_text",
+    "load_runs",
+    "markdown_table",
+    "plot_curves",
+    "plot_test_accuracy",
+    "study_figure",
+    "table_figure",
+    "terminal_text",
+    "write_report",
+]

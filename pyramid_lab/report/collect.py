@@ -1,0 +1,217 @@
+"""Find every run record (``metrics.json``) under a folder and check it before anything reads it.
+
+A record is the one file a run leaves for reports (pyramid_lab.record). A folder may be one run, a
+Hydra multirun folder (``multirun/<date>/<time>/<job>/metrics.json``) or several sweeps nested at
+any depth. Records that cannot be used are reported as one line each, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pyramid_lab.record_file import RECORD_NAME, STATUSES
+
+# Table name for runs that were not made by a table sweep (their record has no ``table``).
+UNTABLED = "runs"
+# Overrides that say where a run wrote, not what it trained: never part of a row label.
+_WHERE_PREFIXES = ("hydra.", "hydra/", "paths.")
+
+
+class ReportError(ValueError):
+    """The folder given to the report cannot be reported on (missing, empty, no records)."""
+
+
+class RecordError(ValueError):
+    """One metrics.json that cannot be used; the message says what is wrong with it."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run as its metrics.json describes it. Accuracies are fractions, as recorded.
+
+    Attributes:
+        path: the metrics.json file (None for a record built in memory).
+        status: one of pyramid_lab.record.STATUSES.
+        table: the table sweep it belongs to (``table`` in the record), or "runs".
+        row: the swept value (``row`` in the record), or the overrides that set it apart.
+        seed: the ``seed`` field, or the ``seed=`` override; None when neither is there.
+        test_acc, val_acc_best: fractions in [0, 1], None when the run did not get there.
+        params, epochs, wall_time_s: trainable parameters, epochs completed, seconds.
+        error: why the run stopped, for failed, diverged and interrupted runs.
+        overrides: the command-line overrides that made the run.
+        history: per-epoch dicts (``epoch``, ``train/loss``, ``train/acc``, ``val/acc``, ...).
+    """
+
+    path: Path | None
+    status: str
+    table: str
+    row: str
+    seed: int | None = None
+    test_acc: float | None = None
+    val_acc_best: float | None = None
+    params: int | None = None
+    epochs: int | None = None
+    wall_time_s: float | None = None
+    error: str | None = None
+    overrides: tuple[str, ...] = ()
+    history: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], path: Path | None = None) -> Run:
+        """Check a metrics.json's content and turn it into a Run.
+
+        Raises:
+            RecordError: the record lacks ``status``, has a field of the wrong type, or says
+                ``completed`` without a test accuracy.
+        """
+        if not isinstance(record, Mapping):
+            raise RecordError(f"expected a JSON object, got {type(record).__name__}")
+        status = record.get("status")
+        if status is None:
+            raise RecordError("missing 'status'")
+        if status not in STATUSES:
+            raise RecordError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        numbers = {
+            key: _number(record, key)
+            for key in ("test/acc", "val/acc_best", "params", "epochs", "wall_time_s")
+        }
+        for key in ("test/acc", "val/acc_best"):
+            value = numbers[key]
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise RecordError(f"'{key}' is {value}, expected a fraction in [0, 1]")
+        if status == "completed" and numbers["test/acc"] is None:
+            raise RecordError("status is 'completed' but 'test/acc' is missing: an incomplete record")
+        overrides = record.get("overrides") or []
+        if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+            raise RecordError("'overrides' must be a list of 'key=value' strings")
+        history = record.get("history") or []
+        if not isinstance(history, list) or not all(isinstance(h, Mapping) for h in history):
+            raise RecordError("'history' must be a list of per-epoch objects")
+        seed = record.get("seed", _override_value(overrides, "seed"))
+        row = record.get("row")
+        return cls(
+            path=path,
+            status=status,
+            table=str(record.get("table") or UNTABLED),
+            row="" if row is None else str(row),  # filled in from the overrides by collect_runs
+            seed=_as_int(seed),
+            test_acc=numbers["test/acc"],
+            val_acc_best=numbers["val/acc_best"],
+            params=_as_int(numbers["params"]),
+            epochs=_as_int(numbers["epochs"]),
+            wall_time_s=numbers["wall_time_s"],
+            error=None if record.get("error") is None else str(record["error"]),
+            overrides=tuple(overrides),
+            history=tuple(dict(h) for h in history),
+        )
+
+
+@dataclass(frozen=True)
+class Collected:
+    """The runs found under a folder and one line per record that could not be used."""
+
+    root: Path
+    runs: list[Run]
+    problems: list[str]
+    files: int
+
+
+def collect_runs(root: str | Path) -> Collected:
+    """Read every metrics.json under ``root`` (recursively), in natural path order.
+
+    Raises:
+        ReportError: ``root`` does not exist, is not a folder, is empty, or holds no metrics.json.
+    """
+    root = Path(root)
+    expected = f"expected a run or sweep folder with {RECORD_NAME} files (e.g. multirun/<date>/<time>)"
+    if not root.exists():
+        raise ReportError(f"{root} does not exist; {expected}")
+    if not root.is_dir():
+        raise ReportError(f"{root} is not a folder; {expected}")
+    if not any(root.iterdir()):
+        raise ReportError(f"{root} is empty; {expected}")
+    files = sorted(root.rglob(RECORD_NAME), key=_natural_key)
+    if not files:
+        raise ReportError(f"no {RECORD_NAME} anywhere under {root}; {expected}")
+    runs, problems = [], []
+    for file in files:
+        try:
+            runs.append(Run.from_record(_read_json(file), path=file))
+        except RecordError as error:
+            problems.append(f"{file}: {error}")
+    return Collected(root=root, runs=label_rows(runs), problems=problems, files=len(files))
+
+
+def label_rows(runs: list[Run]) -> list[Run]:
+    """Give every run without a ``row`` the overrides that set it apart from its table's others.
+
+    Overrides shared by all such runs of a table (the experiment, the epoch count) say nothing
+    about the row, and ``seed=`` is the seed, not the row: a sweep over ``scheduler=cosine,exp``
+    with two seeds gives rows "scheduler=cosine" and "scheduler=exp" with two runs each.
+    """
+    unlabelled: dict[str, list[Run]] = {}
+    for run in runs:
+        if not run.row:
+            unlabelled.setdefault(run.table, []).append(run)
+    labels: dict[int, str] = {}
+    for group in unlabelled.values():
+        kept = [[o for o in run.overrides if _describes_row(o)] for run in group]
+        shared = set.intersection(*(set(k) for k in kept)) if len(group) > 1 else set()
+        for run, overrides in zip(group, kept):
+            labels[id(run)] = (
+                " ".join(o for o in overrides if o not in shared) or " ".join(overrides) or "defaults"
+            )
+    return [replace(run, row=labels[id(run)]) if id(run) in labels else run for run in runs]
+
+
+def _read_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise RecordError(f"not valid JSON ({error})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecordError(f"cannot be read ({error})") from None
+
+
+def _number(record: Mapping[str, Any], key: str) -> float | None:
+    value = record.get(key)
+    if value is None:
+        return None
+    # bool is an int to Python, never a metric.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecordError(f"'{key}' is {value!r}, expected a number")
+    return float(value)
+
+
+def _as_int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) else None
+
+
+def _override_value(overrides: list[str], key: str) -> str | None:
+    for override in overrides:
+        name, _, value = override.lstrip("+~").partition("=")
+        if name == key:
+            return value
+    return None
+
+
+def _describes_row(override: str) -> bool:
+    name = override.lstrip("+~").partition("=")[0]
+    return name not in ("seed", "hydra", "paths") and not name.startswith(_WHERE_PREFIXES)
+
+
+def _natural_key(path: Path) -> list[Any]:
+    # multirun/.../10 after multirun/.../9, as Hydra numbers its jobs.
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", str(path))]
