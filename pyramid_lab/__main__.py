@@ -10,6 +10,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from pyramid_lab.errors import ConfigError
@@ -39,6 +40,8 @@ def main(cfg: DictConfig) -> float | None:
         if in_sweep:
             return None  # recorded in its metrics.json; the other jobs run, the sweep exits 1
         sys.exit(2 if isinstance(error, ConfigError) else 1)
+    if rank_zero_only.rank != 0:
+        return record.get("test/acc")
     print(
         f"{record['status']}: test/acc={record.get('test/acc', float('nan')):.4f} "
         f"val/acc_best={record.get('val/acc_best', float('nan')):.4f} "

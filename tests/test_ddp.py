@@ -1,0 +1,50 @@
+"""Lightning DDP on the CPU with two processes (gloo): the Hydra app end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from pyramid_lab.record import read_record
+from tests.conftest import compose_config
+
+RUN = ["experiment=quickstart", "model.depth=8", "model.alpha=8", "trainer.max_epochs=2",
+       "data.batch_size=32", "~callbacks.progress_bar", "+trainer.enable_progress_bar=false"]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_completes_with_each_sample_once(tmp_path):
+    run_dir = tmp_path / "run"
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pyramid_lab", *RUN, *ddp, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("run folder:") == 1  # rank 0 reports, rank 1 does not
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no stray Hydra folder
+    record = read_record(run_dir)
+    assert record["status"] == "completed" and record["epochs"] == 2
+    # 1,257 digits, 2 ranks x 32 per step, incomplete global batch dropped: 19 x 64 per epoch.
+    assert [entry["train/samples"] for entry in record["history"]] == [1216, 1216]
+
+    # Metrics are reduced over both ranks: test/acc is the last model's accuracy on the whole
+    # test split, as one process computes it.
+    cfg = compose_config(RUN, tmp_path / "check")
+    net = instantiate(cfg.model)
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("test")
+    correct = total = 0
+    with torch.no_grad():
+        for batch in datamodule.test_dataloader():
+            x, y = datamodule.on_after_batch_transfer(batch, 0)
+            correct += (net.eval()(x).argmax(1) == y).sum().item()
+            total += len(y)
+    assert total == 270
+    assert record["test/acc"] == pytest.approx(correct / total, abs=1e-6)
