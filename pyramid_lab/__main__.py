@@ -26,8 +26,21 @@ def main(cfg: DictConfig) -> float | None:
 
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    overrides = list(hydra_cfg.overrides.task)
     try:
-        record = train(cfg, overrides=list(hydra_cfg.overrides.task))
+        if cfg.mode == "predict":
+            from pyramid_lab.evaluate import predict
+
+            print(f"predictions: {predict(cfg, overrides)}")
+            return None
+        if cfg.mode == "test":
+            from pyramid_lab.evaluate import evaluate
+
+            record = evaluate(cfg, overrides)
+        elif cfg.mode == "train":
+            record = train(cfg, overrides=overrides)
+        else:
+            raise ConfigError(f"mode={cfg.mode} is unknown; valid: train, test, predict")
     except Exception as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -40,6 +40,7 @@ class RunRecord(pl.Callback):
         self.path = Path(run_dir) / RECORD_NAME
         self.started = time.time()
         self.wall_time_before = 0.0  # time spent before a resume
+        self.config: dict[str, Any] | None = None  # the composed config, kept in checkpoints
         self.data: dict[str, Any] = {
             "status": "running",
             "run_dir": str(Path(run_dir).resolve()),
@@ -63,7 +64,8 @@ class RunRecord(pl.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         # Saved in every checkpoint: a resumed run continues this history and checks the model.
-        return {key: self.data.get(key) for key in ("model", "params", "history", "wall_time_s")}
+        state = {key: self.data.get(key) for key in ("model", "params", "history", "wall_time_s")}
+        return {**state, "config": self.config}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.data["history"] = list(state_dict["history"])

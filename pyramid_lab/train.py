@@ -11,12 +11,14 @@ import pytorch_lightning as pl
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from pyramid_lab.checkpoint import LAST, check_same_model
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.module import DivergedError
 from pyramid_lab.record import RunRecord, read_record
+from pyramid_lab.tensorboard import link_into_log_tree, log_hparams_with_results, log_model_summary, run_label
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +67,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         callbacks = [*instantiate_group(cfg.get("callbacks")), record]
         loggers = instantiate_group(cfg.get("logger"))
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-        for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        record.config = OmegaConf.to_container(cfg, resolve=True)
         if trainer.is_global_zero:
             OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+            _join_log_tree(cfg, run_dir, overrides or [], loggers, module)
 
         # Our checkpoints hold RNG states (numpy arrays) that weights-only unpickling refuses;
         # a ckpt_path is the user's own file, trusted like the code it runs.
@@ -79,7 +81,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             return record.finish("interrupted", error="training was interrupted")
         # The study reports the model after its last epoch, not the best checkpoint.
         trainer.test(module, datamodule=datamodule, verbose=False)
-        return record.finish("completed", **_final(trainer))
+        record.finish("completed", **_final(trainer))
+        log_hparams_with_results(loggers, _hparams(cfg), record.data)
+        return record.data
     except DivergedError as error:
         record.finish("diverged", error=str(error), **_final(trainer))
         raise
@@ -92,6 +96,20 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     except Exception as error:
         record.finish("failed", error=f"{type(error).__name__}: {error}", **_final(trainer))
         raise
+
+
+def _join_log_tree(cfg: DictConfig, run_dir: Path, overrides: list[str], loggers: list[Any], module: Any) -> None:
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            link_into_log_tree(Path(logger.log_dir), Path(cfg.paths.log_dir), cfg.task_name, run_label(run_dir, overrides))
+    log_model_summary(loggers, module)
+
+
+def _hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The settings that distinguish runs, flat for TensorBoard's HPARAMS tab."""
+    params = OmegaConf.to_container(cfg, resolve=True)
+    keep = ("model", "optimizer", "scheduler", "activation", "module", "data", "trainer", "seed", "table", "row")
+    return {key: params[key] for key in keep if key in params}
 
 
 def _previous_record(run_dir: Path) -> dict[str, Any]:

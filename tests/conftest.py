@@ -22,7 +22,7 @@ def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         return compose(
             "config",
-            overrides=[f"paths.output_dir={output_dir}", f"paths.data_dir={output_dir}/data", *overrides],
+            overrides=[f"paths.output_dir={output_dir}", f"paths.data_dir={output_dir}/data", f"paths.log_dir={output_dir}/logs", *overrides],
         )
 
 

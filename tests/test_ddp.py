@@ -26,7 +26,7 @@ def test_two_process_ddp_run_completes_with_each_sample_once(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("run folder:") == 1  # rank 0 reports, rank 1 does not
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no stray Hydra folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "run"]  # no stray Hydra folder
     record = read_record(run_dir)
     assert record["status"] == "completed" and record["epochs"] == 2
     # 1,257 digits, 2 ranks x 32 per step, incomplete global batch dropped: 19 x 64 per epoch.

@@ -40,6 +40,23 @@ def test_record_has_history_checkpoint_and_tensorboard(tmp_path, tiny_overrides)
     assert (tmp_path / "config.yaml").is_file()
 
 
+def test_tensorboard_tree_links_every_run_with_its_hparams(tmp_path, tiny_overrides):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    overrides = [o for o in tiny_overrides if o != "logger=none"]
+    run_dir = tmp_path / "2026-11-28" / "10-00-00"
+    train(compose_config(overrides, run_dir), overrides=["experiment=quickstart", "scheduler=cosine"])
+    (link,) = (run_dir / "logs" / "quickstart").iterdir()
+    assert link.name == "2026-11-28_10-00-00_scheduler=cosine"
+    assert link.resolve() == (run_dir / "tensorboard").resolve()
+    events = EventAccumulator(str(link))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/acc", "test/acc", "train/lr", "hp/test_acc"} <= scalars
+    assert events.PluginTagToContent("hparams")  # the HPARAMS tab has this run
+    assert "model/summary/text_summary" in events.Tags()["tensors"]
+
+
 def test_budget_refuses_a_model_before_training(tmp_path, tiny_overrides):
     cfg = compose_config([*tiny_overrides, "budget.max_params=1000"], tmp_path)
     with pytest.raises(ConfigError, match=r"trainable parameters, over budget.max_params=1,000"):

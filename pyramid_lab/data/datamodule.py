@@ -92,6 +92,13 @@ class ImageDataModule(pl.LightningDataModule):
         self._val = IndexedTensors(splits.val.images, splits.val.labels)
         self._test = IndexedTensors(splits.test.images, splits.test.labels)
 
+    def state_dict(self) -> dict[str, object]:
+        # Saved in checkpoints: what predicting on new images needs without the data set.
+        if self.splits is None:
+            return {}
+        return {"classes": list(self.splits.classes), "mean": list(self.splits.mean),
+                "std": list(self.splits.std)}
+
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank()
         sampler = ShuffledBatchSampler(len(self._train), self.batch_size, self.seed,

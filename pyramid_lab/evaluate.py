@@ -1,0 +1,129 @@
+"""A finished model, used: ``mode=test`` (test accuracy) and ``mode=predict`` (class probabilities).
+
+Both rebuild the network from the config saved inside the checkpoint, so
+``python -m pyramid_lab mode=test ckpt_path=outputs/.../checkpoints/last.ckpt`` needs nothing else.
+Dotted ``data.*`` and ``trainer.*`` overrides on the command line (a new ``data.dataset.root``,
+``trainer.accelerator=cpu``) are applied on top of the saved config.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pyramid_lab.data.decode import read_png
+from pyramid_lab.errors import ConfigError
+from pyramid_lab.record import RunRecord
+from pyramid_lab.train import instantiate
+
+_APPLIED_PREFIXES = ("data.", "trainer.")
+SPLITS = ("train", "val", "test")
+
+
+def load_run(ckpt_path: str | None) -> tuple[dict[str, Any], DictConfig]:
+    """The checkpoint and the config it was trained with."""
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give a .ckpt file of a pyramid_lab run")
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    config = checkpoint.get("callbacks", {}).get("RunRecord", {}).get("config")
+    if config is None:
+        raise ConfigError(f"ckpt_path={ckpt_path} holds no pyramid_lab config (not written by python -m pyramid_lab)")
+    return checkpoint, OmegaConf.create(config)
+
+
+def _restore(cfg: DictConfig, overrides: list[str]) -> tuple[dict[str, Any], DictConfig, pl.LightningModule]:
+    checkpoint, saved = load_run(cfg.ckpt_path)
+    applied = [o for o in overrides if o.startswith(_APPLIED_PREFIXES)]
+    saved = OmegaConf.merge(saved, OmegaConf.from_dotlist(applied))
+    saved.paths.output_dir = cfg.paths.output_dir
+    net = instantiate(saved.model)
+    module = instantiate(saved.module, net=net)
+    module.load_state_dict(checkpoint["state_dict"])
+    return checkpoint, saved, module
+
+
+def _trainer(saved: DictConfig) -> pl.Trainer:
+    return pl.Trainer(accelerator=saved.trainer.accelerator, devices=1, precision=saved.trainer.precision,
+                      logger=False, enable_checkpointing=False, enable_model_summary=False)
+
+
+def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
+    """Test accuracy of a checkpoint on its data set's test split; writes metrics.json."""
+    record = RunRecord(cfg.paths.output_dir, overrides, extra={"task_name": "test", "mode": "test",
+                                                               "ckpt_path": str(Path(cfg.ckpt_path).resolve())})
+    record.update()
+    try:
+        checkpoint, saved, module = _restore(cfg, overrides)
+        record.update(model=saved.model._target_.rsplit(".", 1)[-1], epochs=checkpoint.get("epoch", 0) + 1,
+                      params=sum(p.numel() for p in module.net.parameters()), table=saved.get("table"),
+                      row=saved.get("row"), seed=saved.get("seed"))
+        trainer = _trainer(saved)
+        trainer.test(module, datamodule=instantiate(saved.data), verbose=False)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        return record.finish("completed", **metrics)
+    except Exception as error:
+        record.finish("failed", error=f"{type(error).__name__}: {error}")
+        raise
+
+
+def predict(cfg: DictConfig, overrides: list[str]) -> Path:
+    """Class probabilities for a split of the run's data set (``predict.input=test``) or for a
+    folder of 32x32 RGB images (``predict.input=path/to/folder``), as ``predictions.csv``."""
+    checkpoint, saved, module = _restore(cfg, overrides)
+    module.eval()
+    source = str(cfg.predict.input)
+    if source in SPLITS:
+        datamodule = instantiate(saved.data)
+        datamodule.setup("predict")
+        split = getattr(datamodule.splits, source)
+        names, images, labels = [f"{source}[{i}]" for i in range(len(split.labels))], split.images, split.labels
+        classes, mean, std = datamodule.splits.classes, datamodule.splits.mean, datamodule.splits.std
+    else:
+        names, images = _read_folder(Path(source))
+        labels = None
+        state = checkpoint.get("ImageDataModule", {})
+        if not state:
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path} holds no class names and statistics; predict on a split")
+        classes, mean, std = state["classes"], state["mean"], state["std"]
+    probs = _probabilities(module, images, mean, std, int(cfg.predict.batch_size))
+    out = Path(cfg.predict.output or Path(cfg.paths.output_dir) / "predictions.csv")
+    _write_csv(out, names, probs, classes, labels)
+    return out
+
+
+def _read_folder(folder: Path) -> tuple[list[str], torch.Tensor]:
+    if not folder.is_dir():
+        raise ConfigError(f"predict.input={folder} is neither a split ({', '.join(SPLITS)}) nor a folder of images")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
+    if not files:
+        raise ConfigError(f"predict.input={folder} holds no .png/.jpg/.bmp images")
+    images = np.stack([read_png(str(f)) for f in files]).transpose(0, 3, 1, 2)
+    return [str(f.relative_to(folder)) for f in files], torch.from_numpy(np.ascontiguousarray(images))
+
+
+@torch.no_grad()
+def _probabilities(module: pl.LightningModule, images: torch.Tensor, mean, std, batch_size: int) -> torch.Tensor:
+    mean_t = torch.tensor(mean).view(1, 3, 1, 1)
+    std_t = torch.tensor(std).view(1, 3, 1, 1)
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = (images[start:start + batch_size].float() / 255 - mean_t) / std_t
+        out.append(module(x).float().softmax(-1))
+    return torch.cat(out)
+
+
+def _write_csv(path: Path, names: list[str], probs: torch.Tensor, classes: list[str],
+               labels: torch.Tensor | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["image", "label", "predicted", *(f"p_{c}" for c in classes)])
+        for i, (name, row) in enumerate(zip(names, probs.tolist())):
+            label = classes[int(labels[i])] if labels is not None else ""
+            writer.writerow([name, label, classes[int(np.argmax(row))], *(f"{p:.6f}" for p in row)])
