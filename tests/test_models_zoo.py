@@ -245,8 +245,12 @@ def test_wrn_dropout_only_when_asked_and_only_in_training():
 def test_densenet_channel_arithmetic():
     # BC-100-12: stem 24, blocks of 16 layers, compression 0.5: 24+192=216 -> 108, 108+192=300 ->
     # 150, 150+192 = 342 features (Huang et al. 2017). Plain 40-12: stem 16 + 36 * 12 = 448.
-    assert build_on_meta(densenet.densenet_bc100_k12).fc.in_features == 342
-    assert build_on_meta(densenet.densenet40_k12).fc.in_features == 448
+    assert build_on_meta(densenet.densenet_bc100_k12).head.fc.in_features == 342
+    assert build_on_meta(densenet.densenet40_k12).head.fc.in_features == 448
+
+
+def classifier(model: nn.Module) -> nn.Linear:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
 
 
 @pytest.mark.parametrize(
@@ -265,7 +269,7 @@ def test_reference_init(make):
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
-    assert torch.all(model.fc.bias == 0)
+    assert torch.all(classifier(model).bias == 0)
 
 
 def test_vgg_init():
@@ -302,5 +306,5 @@ def test_model_config_instantiates_its_builder(name):
     assert set(cfg.model) == {"_target_", "num_classes", "act_layer"}
     model = build_on_meta(hydra_utils.instantiate, config=cfg.model)
     assert count(model) == count(build_on_meta(MODEL_CONFIGS[name], num_classes=100))
-    assert model.fc.out_features == 100
+    assert classifier(model).out_features == 100
     assert {type(m) for m in activations(model)} == {nn.SELU}

@@ -16,7 +16,15 @@ import torch
 from torch import nn
 
 from pyramid_lab.errors import ConfigError
-from pyramid_lab.models.layers import ActLayer, NormLayer, conv1x1, conv3x3, get_act_layer, init_weights
+from pyramid_lab.models.layers import (
+    ActLayer,
+    NormLayer,
+    PreActHead,
+    conv1x1,
+    conv3x3,
+    get_act_layer,
+    init_weights,
+)
 
 
 class DenseLayer(nn.Module):
@@ -133,16 +141,11 @@ class DenseNet(nn.Module):
                 features.append(Transition(chs, out_chs, act_layer, norm_layer))
                 chs = out_chs
         self.features = nn.Sequential(*features)
-        # Dense layers are pre-activation, so the head normalises and activates first.
-        self.norm = norm_layer(chs)
-        self.act = act_layer()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(chs, num_classes)
+        self.head = PreActHead(chs, num_classes, act_layer, norm_layer)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.norm(self.features(self.stem(x))))
-        return self.fc(torch.flatten(self.pool(x), 1))
+        return self.head(self.features(self.stem(x)))
 
 
 # Huang et al. 2017, Table 2.

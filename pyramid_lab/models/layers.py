@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pyramid_lab.errors import ConfigError
@@ -78,3 +80,21 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             nn.init.zeros_(m.bias)
+
+
+class PreActHead(nn.Module):
+    """Norm - act - global average pool - linear: the head of pre-activation networks (WRN,
+    DenseNet), whose last block ends on a conv and so still needs normalising and activating.
+
+    (B, C, H, W) -> logits (B, num_classes).
+    """
+
+    def __init__(self, in_chs: int, num_classes: int, act_layer: ActLayer, norm_layer: NormLayer) -> None:
+        super().__init__()
+        self.norm = norm_layer(in_chs)
+        self.act = act_layer()
+        self.fc = nn.Linear(in_chs, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))

@@ -20,7 +20,15 @@ import torch
 from torch import nn
 
 from pyramid_lab.errors import ConfigError
-from pyramid_lab.models.layers import ActLayer, NormLayer, conv1x1, conv3x3, get_act_layer, init_weights
+from pyramid_lab.models.layers import (
+    ActLayer,
+    NormLayer,
+    PreActHead,
+    conv1x1,
+    conv3x3,
+    get_act_layer,
+    init_weights,
+)
 
 
 class WideBasic(nn.Module):
@@ -123,16 +131,11 @@ class WideResNet(nn.Module):
                 in_chs = width
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
-        # Pre-activation blocks end on a conv, so the head normalises and activates first.
-        self.norm = norm_layer(in_chs)
-        self.act = act_layer()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_chs, num_classes)
+        self.head = PreActHead(in_chs, num_classes, act_layer, norm_layer)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.norm(self.stages(self.stem(x))))
-        return self.fc(torch.flatten(self.pool(x), 1))
+        return self.head(self.stages(self.stem(x)))
 
 
 # Zagoruyko & Komodakis 2016, Tables 4-6.
