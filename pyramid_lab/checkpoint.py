@@ -9,7 +9,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from pyramid_lab.errors import ConfigError
 
@@ -35,14 +34,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class InterruptCheckpoint(pl.Callback):
-    """On SIGTERM (what SLURM and ``kill`` send) or Ctrl-C, saves ``last.ckpt`` where training
-    stands, so that a rerun resumes there instead of at the last epoch boundary."""
+    """On SIGTERM (what SLURM and ``kill`` send), a requeue signal or Ctrl-C, saves ``last.ckpt``
+    where training stands, so that a rerun resumes there instead of at the last epoch boundary."""
 
     def __init__(self, dirpath: str | Path) -> None:
         self.path = Path(dirpath) / LAST
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.state.fn == "fit":
+        # SystemExit covers SIGTERM (Lightning's SIGTERMException) and submitit's requeue on USR2.
+        if isinstance(exception, (SystemExit, KeyboardInterrupt)) and trainer.state.fn == "fit":
             trainer.save_checkpoint(self.path)
 
 

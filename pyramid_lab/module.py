@@ -23,7 +23,7 @@ class DivergedError(RuntimeError):
     """The training loss became NaN or infinite; the run stops instead of training on."""
 
 
-def _is_sam(optimizer: OptimizerFactory) -> bool:
+def is_sam(optimizer: OptimizerFactory) -> bool:
     target = optimizer.func if isinstance(optimizer, partial) else optimizer
     return isinstance(target, type) and issubclass(target, SAM)
 
@@ -74,7 +74,7 @@ class Classifier(pl.LightningModule):
         self.scheduler_config = dict(scheduler) if scheduler else None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # SAM needs two forward/backward passes per step: Lightning's manual optimisation.
-        self.uses_sam = _is_sam(optimizer)
+        self.uses_sam = is_sam(optimizer)
         self.automatic_optimization = not self.uses_sam
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # Set in setup(); kept off the submodules so that checkpoints hold `net.*` either way.
@@ -96,11 +96,7 @@ class Classifier(pl.LightningModule):
         return self._compiled(x) if self._compiled is not None else self.net(x)
 
     def setup(self, stage: str) -> None:
-        if self.uses_sam and self.trainer.precision == "16-mixed":
-            raise ConfigError(
-                "trainer.precision=16-mixed cannot drive SAM (its loss scaler steps once per "
-                "backward); use bf16-mixed or 32-true"
-            )
+        check_sam_precision(self.uses_sam, self.trainer.precision)
         self.net.to(memory_format=self.memory_format)
         if self.hparams.compile and self._compiled is None:  # fit then test: compile once
             self._compiled = CompileFallback(self.net, self.hparams.compile_backend)
@@ -117,9 +113,12 @@ class Classifier(pl.LightningModule):
             logits = self(x)
             loss = self.criterion(logits, y)
         self._check_finite(loss, batch_idx)
-        self.train_loss(loss.detach())
-        self.train_acc(logits.detach(), y)
-        self.train_samples(torch.tensor(float(y.shape[0]), device=y.device))
+        # update(), not __call__: the per-batch value that __call__ also computes goes unused and
+        # costs ~1 ms of host time per step (pyramid_lab.bench). torch.full, not torch.tensor:
+        # a tensor made from host data is a blocking host-to-device copy (a sync) on a GPU.
+        self.train_loss.update(loss.detach())
+        self.train_acc.update(logits.detach(), y)
+        self.train_samples.update(torch.full((), float(y.shape[0]), device=y.device))
         self.log("train/samples", self.train_samples, on_step=False, on_epoch=True)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
@@ -208,6 +207,14 @@ class Classifier(pl.LightningModule):
         if config.get("monitor") and self.automatic_optimization:
             scheduler["monitor"] = config["monitor"]  # under SAM, _step_schedulers reads it
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def check_sam_precision(uses_sam: bool, precision: str | int | None) -> None:
+    if uses_sam and str(precision) in ("16-mixed", "16"):
+        raise ConfigError(
+            f"trainer.precision={precision} cannot drive SAM (its loss scaler steps once per "
+            "backward); use bf16-mixed or 32-true"
+        )
 
 
 def _check_optimizer_settings(optimizer: OptimizerFactory) -> None:

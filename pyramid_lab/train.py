@@ -15,6 +15,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from pyramid_lab.checkpoint import LAST, check_same_model
+from pyramid_lab.checks import check_config
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.module import DivergedError
 from pyramid_lab.record import RunRecord, read_record
@@ -59,6 +60,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         params, model_name = count_parameters(net), cfg.model._target_.rsplit(".", 1)[-1]
         record.update(params=params, model=model_name)
         check_budget(params, cfg.budget.max_params)
+        check_config(cfg, instantiate(cfg.optimizer))
         ckpt_path = _checkpoint_to_resume(cfg, run_dir)
         if ckpt_path is not None:
             check_same_model(ckpt_path, model_name, params)

@@ -59,25 +59,28 @@ class CINIC10:
 
     def prepare(self) -> None:
         """Download if asked and needed, check the layout, and decode every split into the cache."""
-        for split in SPLIT_DIRS:
-            self._cached(split)
+        self._cached()
 
     def load(self) -> Splits:
         arrays = {}
-        for split in SPLIT_DIRS:
-            cache, labels = self._cached(split)
+        for split, (cache, labels) in self._cached().items():
             # Copy-on-write map: a writable tensor without a private copy of the file.
             images = torch.from_numpy(np.load(cache, mmap_mode="c"))
             arrays[split] = ArraySplit(images, labels)
         return Splits(arrays["train"], arrays["val"], arrays["test"], list(self.classes),
                       self.mean, self.std)
 
-    def _cached(self, split: str) -> tuple[Path, torch.Tensor]:
+    def _cached(self) -> dict[str, tuple[Path, torch.Tensor]]:
+        """``{split: (cache file, labels)}``, decoding what is not cached yet."""
         self._ensure_layout()
-        split_dir = self.root / SPLIT_DIRS[split]
-        files, labels = self._scan(split_dir)
-        cache = decode_cached(files, self.root, self.cache_dir, split, self.num_workers)
-        return cache, torch.tensor(labels, dtype=torch.int64)
+        # Every split's folders are checked before any is decoded: a test/ whose class folders
+        # differ from train/'s must not wait for 180,000 train and valid PNGs to decode first.
+        scans = {split: self._scan(self.root / d) for split, d in SPLIT_DIRS.items()}
+        return {
+            split: (decode_cached(files, self.root, self.cache_dir, split, self.num_workers),
+                    torch.tensor(labels, dtype=torch.int64))
+            for split, (files, labels) in scans.items()
+        }
 
     def _ensure_layout(self) -> None:
         missing = [d for d in SPLIT_DIRS.values() if not (self.root / d).is_dir()]

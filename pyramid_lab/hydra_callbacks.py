@@ -1,4 +1,5 @@
-"""A Hydra callback that ends a sweep with the list of jobs that did not complete.
+"""Hydra callbacks: an output folder that cannot be written stops the run before it starts, and
+a sweep ends with the list of jobs that did not complete.
 
 Jobs record their own failures in metrics.json and return, so one bad job never stops the rest;
 this callback then reads every job's record and makes the sweep's exit status non-zero when any
@@ -43,3 +44,25 @@ class SweepSummary(Callback):
             print(f"  job {job}: {status}: {error}")
         if bad:
             sys.exit(1)
+
+
+def check_writable(setting: str, folder: str) -> None:
+    """Exit with one line when ``folder`` cannot be created or written (before Hydra tries)."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".pyramid_lab_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        print(f"error: {setting}={folder} is not a writable folder ({error.strerror}); choose another",
+              file=sys.stderr)
+        sys.exit(2)
+
+
+class WritableOutput(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_writable("hydra.run.dir", config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_writable("hydra.sweep.dir", config.hydra.sweep.dir)

@@ -1,0 +1,4 @@
+from pyramid_lab.bench.cli import main
+
+if __name__ == "__main__":
+    main()
