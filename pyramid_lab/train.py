@@ -144,7 +144,8 @@ def _checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> Path | None:
 
 def _identity(cfg: DictConfig) -> dict[str, Any]:
     """What the report groups a run by: its task, the study's table and row, and the seed."""
-    identity = {"task_name": cfg.task_name, "seed": cfg.seed}
+    dataset = cfg.data.get("dataset", {}).get("_target_", "")
+    identity = {"task_name": cfg.task_name, "seed": cfg.seed, "dataset": dataset.rsplit(".", 1)[-1] or None}
     for key in ("table", "row"):
         try:
             identity[key] = cfg.get(key)

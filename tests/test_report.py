@@ -46,6 +46,7 @@ def record(status: str, table: str | None = None, row: str | None = None, **fiel
         "wall_time_s": 125.0,
         "overrides": [],
         "task_name": "train",
+        "dataset": "CINIC10",
         "history": history(3, fields.get("test/acc", 0.5)),
     }
     if table:
@@ -369,3 +370,10 @@ def test_out_must_be_a_folder(sweeps, capsys):
         capsys.readouterr().err
         == f"error: --out {sweeps / 'taken'} is a file; expected a folder for results.md, results.csv and the PNGs\n"
     )
+
+
+def test_study_numbers_only_beside_runs_on_the_study_data():
+    on_digits = Run.from_record(record("completed", "table3_schedulers", "cosine", **{"test/acc": 0.9, "dataset": "Digits"}))
+    on_cinic = Run.from_record(record("completed", "table3_schedulers", "cosine", **{"test/acc": 0.9}))
+    assert build_tables([on_digits])[0].rows[0].study is None
+    assert build_tables([on_cinic])[0].rows[0].study == pytest.approx(88.563)

@@ -41,6 +41,7 @@ class Run:
         table: the table sweep it belongs to (``table`` in the record), or "runs".
         row: the swept value (``row`` in the record), or the overrides that set it apart.
         seed: the ``seed`` field, or the ``seed=`` override; None when neither is there.
+        dataset: the data source's class (``CINIC10``, ``Digits``, ...); None in older records.
         test_acc, val_acc_best: fractions in [0, 1], None when the run did not get there.
         params, epochs, wall_time_s: trainable parameters, epochs completed, seconds.
         error: why the run stopped, for failed, diverged and interrupted runs.
@@ -53,6 +54,7 @@ class Run:
     table: str
     row: str
     seed: int | None = None
+    dataset: str | None = None
     test_acc: float | None = None
     val_acc_best: float | None = None
     params: int | None = None
@@ -101,6 +103,7 @@ class Run:
             table=str(record.get("table") or UNTABLED),
             row="" if row is None else str(row),  # filled in from the overrides by collect_runs
             seed=_as_int(seed),
+            dataset=None if record.get("dataset") is None else str(record["dataset"]),
             test_acc=numbers["test/acc"],
             val_acc_best=numbers["val/acc_best"],
             params=_as_int(numbers["params"]),

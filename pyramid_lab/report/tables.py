@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pyramid_lab.paper import PAPER_TABLES, paper_accuracy
+from pyramid_lab.paper import PAPER_TABLES, STUDY_DATASET, paper_accuracy
 from pyramid_lab.report.collect import STATUSES, UNTABLED, Run
 
 
@@ -107,7 +107,9 @@ def summarize(table: str, row: str, runs: Sequence[Run]) -> Row:
     source = done or list(runs)
     test, test_std = _mean_std([run.test_acc for run in done])
     val, val_std = _mean_std([run.val_acc_best for run in done])
-    study = paper_accuracy(table, row)
+    # The study's numbers are CINIC-10 numbers: beside a run on other data they would mislead.
+    on_study_data = all(run.dataset in (None, STUDY_DATASET) for run in runs)
+    study = paper_accuracy(table, row) if on_study_data else None
     epochs = [run.epochs for run in source if run.epochs is not None]
     walls = [run.wall_time_s for run in source if run.wall_time_s is not None]
     params = [run.params for run in source if run.params is not None]
