@@ -17,31 +17,33 @@ from torch import Tensor
 from pyramid_lab.errors import ConfigError
 
 
-def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = None) -> Tensor:
-    """Zero-pad by ``padding`` and crop back to the input size at a random offset per sample.
+def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = None,
+                flip: bool = False) -> Tensor:
+    """Zero-pad by ``padding`` and crop back to the input size at a random offset per sample,
+    optionally mirroring each sample left-right with probability 0.5 in the same pass.
 
-    The same distribution as torchvision's ``RandomCrop(size, padding=padding)``: each offset
-    uniform in ``0..2*padding``, independently per sample and per axis.
+    The same distribution as torchvision's ``RandomCrop(size, padding=padding)`` (and
+    ``RandomHorizontalFlip``): each offset uniform in ``0..2*padding``, independently per sample
+    and per axis. One ``gather`` over the flattened padded images does it, for any dtype (uint8
+    batches are cropped before their conversion to float: a quarter of the memory traffic).
 
     Args:
         x: ``[B, C, H, W]``.
     """
-    if padding == 0:
+    if padding == 0 and not flip:
         return x
     b, c, h, w = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))
+    padded = F.pad(x, (padding, padding, padding, padding)) if padding else x
+    wp = w + 2 * padding
     offsets = torch.randint(0, 2 * padding + 1, (2, b), device=x.device, generator=generator)
     rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # [B, H]
-    cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # [B, W]
-    batch = torch.arange(b, device=x.device)[:, None, None, None]
-    channel = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
-
-
-def random_flip(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Mirror each sample left-right with probability 0.5. ``x``: ``[B, C, H, W]``."""
-    flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    cols = torch.arange(w, device=x.device).expand(b, w)  # [B, W]
+    if flip:
+        mirrored = torch.rand(b, device=x.device, generator=generator) < 0.5
+        cols = torch.where(mirrored[:, None], cols.flip(-1), cols)
+    cols = offsets[1, :, None] + cols
+    index = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+    return padded.flatten(2).gather(2, index).view(b, c, h, w)
 
 
 def random_affine(x: Tensor, scale: tuple[float, float] | None, degrees: float,
@@ -103,13 +105,13 @@ class BatchAugment:
         self.noise_std = float(noise_std)
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Geometric augmentation of float ``[B, C, H, W]`` images in [0, 1]; same shape."""
+        """Geometric augmentation of ``[B, C, H, W]`` images, uint8 or float in [0, 1]; same
+        shape, and same dtype unless scaling/rotation is on (then float in [0, 1])."""
         if self.scale is not None or self.rotate_degrees > 0:
+            if x.dtype == torch.uint8:
+                x = x.to(torch.float32) / 255
             x = random_affine(x, self.scale, self.rotate_degrees, generator)
-        x = random_crop(x, self.crop_padding, generator)
-        if self.flip:
-            x = random_flip(x, generator)
-        return x
+        return random_crop(x, self.crop_padding, generator, flip=self.flip)
 
     def add_noise(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``x`` plus i.i.d. Gaussian noise of std ``noise_std`` (apply after normalising)."""

@@ -68,7 +68,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.drop_last = drop_last
         self.splits: Splits | None = None
-        self._stats: dict[torch.device, tuple[Tensor, Tensor]] = {}
+        self._stats: dict[tuple[torch.device, bool], tuple[Tensor, Tensor]] = {}
 
     def prepare_data(self) -> None:
         self.dataset.prepare()
@@ -120,24 +120,27 @@ class ImageDataModule(pl.LightningDataModule):
         """``(uint8 [B, 3, H, W], labels)`` -> ``(float32 [B, 3, H, W] normalised, labels)``."""
         x, y = batch
         training = self.augment is not None and self.trainer is not None and self.trainer.training
-        x = x.to(torch.float32) / 255
         if training:
-            x = self.augment(x)
-        mean, std = self._norm_stats(x.device)
-        x = (x - mean) / std
+            x = self.augment(x)  # crops and flips the uint8 images before they become floats
+        scale, shift = self._norm_stats(x.device, x.dtype)
+        # (x / 255 - mean) / std as one multiply-add.
+        x = torch.addcmul(shift, x.to(torch.float32), scale)
         if training:
             x = self.augment.add_noise(x)
         return x, y
 
-    def _norm_stats(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        # Cached per device: building them per batch would be a host-to-device copy each step.
-        if device not in self._stats:
+    def _norm_stats(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``(scale, shift)`` with ``normalised = x * scale + shift`` for uint8 (0..255) or float
+        ([0, 1]) images. Cached per device: building them per batch would be a host-to-device
+        copy each step."""
+        key = (device, dtype == torch.uint8)
+        if key not in self._stats:
             assert self.splits is not None, "setup() must run before batches arrive"
-            self._stats[device] = tuple(  # type: ignore[assignment]
-                torch.tensor(s, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-                for s in (self.splits.mean, self.splits.std)
-            )
-        return self._stats[device]
+            mean = torch.tensor(self.splits.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+            std = torch.tensor(self.splits.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+            pixel = 255.0 if dtype == torch.uint8 else 1.0
+            self._stats[key] = (1.0 / (pixel * std), -mean / std)
+        return self._stats[key]
 
     def _eval_loader(self, data: IndexedTensors) -> DataLoader:
         rank, world_size = self._rank()
