@@ -274,3 +274,18 @@ def test_with_a_real_trainer(tmp_path):
     mean = torch.tensor(dm.splits.mean).view(1, 3, 1, 1)
     std = torch.tensor(dm.splits.std).view(1, 3, 1, 1)
     torch.testing.assert_close(model.val_batches[0], (x8.float() / 255 - mean) / std)
+
+
+def test_merged_train_and_val_are_indexed_without_a_copy():
+    from pyramid_lab.data.sampler import ConcatIndexed, IndexedTensors
+
+    first = IndexedTensors(torch.arange(5, dtype=torch.uint8).view(5, 1), torch.arange(5))
+    second = IndexedTensors(torch.arange(10, 13, dtype=torch.uint8).view(3, 1), torch.arange(10, 13))
+    merged = ConcatIndexed(first, second)
+    assert len(merged) == 8
+    images, labels = merged[torch.tensor([6, 0, 5, 4, 7])]
+    assert images.flatten().tolist() == [11, 0, 10, 4, 12] and labels.tolist() == [11, 0, 10, 4, 12]
+
+    dm = make_dm(Digits(seed=0), batch_size=64, merge_val=True, pin_memory=False)
+    assert dm._train.first.images.data_ptr() == dm.splits.train.images.data_ptr()
+    assert dm._train.second.images.data_ptr() == dm.splits.val.images.data_ptr()

@@ -8,7 +8,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
 from pyramid_lab.data.augment import BatchAugment
-from pyramid_lab.data.sampler import IndexedTensors, SequentialBatchSampler, ShuffledBatchSampler
+from pyramid_lab.data.sampler import (
+    ConcatIndexed,
+    IndexedTensors,
+    SequentialBatchSampler,
+    ShuffledBatchSampler,
+)
 from pyramid_lab.data.splits import DataSource, Splits
 from pyramid_lab.errors import ConfigError
 
@@ -84,12 +89,10 @@ class ImageDataModule(pl.LightningDataModule):
             )
         self.splits = splits
         train = splits.train
-        if self.merge_val:
-            self._train = IndexedTensors(torch.cat([train.images, splits.val.images]),
-                                         torch.cat([train.labels, splits.val.labels]))
-        else:
-            self._train = IndexedTensors(train.images, train.labels)
         self._val = IndexedTensors(splits.val.images, splits.val.labels)
+        self._train = IndexedTensors(train.images, train.labels)
+        if self.merge_val:
+            self._train = ConcatIndexed(self._train, self._val)
         self._test = IndexedTensors(splits.test.images, splits.test.labels)
 
     def state_dict(self) -> dict[str, object]:

@@ -29,6 +29,25 @@ class IndexedTensors(Dataset):
         return self.images[index], self.labels[index]
 
 
+class ConcatIndexed(Dataset):
+    """Two ``IndexedTensors`` as one (indices past the first continue into the second), without
+    copying either: train + validation merged costs no second copy of the data set."""
+
+    def __init__(self, first: IndexedTensors, second: IndexedTensors) -> None:
+        self.first, self.second = first, second
+
+    def __len__(self) -> int:
+        return len(self.first) + len(self.second)
+
+    def __getitem__(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        in_second = index >= len(self.first)
+        images = self.first.images.new_empty((len(index), *self.first.images.shape[1:]))
+        labels = self.first.labels.new_empty(len(index))
+        for part, mask, offset in ((self.first, ~in_second, 0), (self.second, in_second, len(self.first))):
+            images[mask], labels[mask] = part[index[mask] - offset]
+        return images, labels
+
+
 class ShuffledBatchSampler(Sampler[Tensor]):
     """Batches of a fresh permutation every epoch, sharded across DDP ranks.
 
