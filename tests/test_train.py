@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -123,3 +124,15 @@ def test_quickstart_reaches_95_percent(tmp_path):
     assert record["test/acc"] >= 0.95
     assert f"test/acc={record['test/acc']:.4f}" in result.stdout
     assert str(tmp_path) in result.stdout
+
+
+def test_gpu_path_settings_train_through_the_config_on_cpu(tmp_path, tiny_overrides):
+    """channels_last, bf16 autocast and torch.compile (no code generation) from the command line."""
+    cfg = compose_config(
+        [*tiny_overrides, "module.channels_last=true", "trainer.precision=bf16-mixed",
+         "module.compile=true", "module.compile_backend=aot_eager", "optimizer=sam"],
+        tmp_path,
+    )
+    record = train(cfg)
+    assert record["status"] == "completed"
+    assert math.isfinite(record["train/loss"]) and 0.0 <= record["test/acc"] <= 1.0
