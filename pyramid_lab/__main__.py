@@ -21,10 +21,13 @@ log = logging.getLogger("pyramid_lab")
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from pyramid_lab.ddp_launch import install as install_ddp_launch
+    from pyramid_lab.ddp_launch import isolated_job
     from pyramid_lab.module import DivergedError
     from pyramid_lab.train import train  # after Hydra parsed the command line: fast --help
 
     hydra_cfg = HydraConfig.get()
+    install_ddp_launch()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)
     try:
@@ -38,7 +41,8 @@ def main(cfg: DictConfig) -> float | None:
 
             record = evaluate(cfg, overrides)
         elif cfg.mode == "train":
-            record = train(cfg, overrides=overrides)
+            with isolated_job():
+                record = train(cfg, overrides=overrides)
         else:
             raise ConfigError(f"mode={cfg.mode} is unknown; valid: train, test, predict")
     except Exception as error:

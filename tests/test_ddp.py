@@ -48,3 +48,23 @@ def test_two_process_ddp_run_completes_with_each_sample_once(tmp_path):
             total += len(y)
     assert total == 270
     assert record["test/acc"] == pytest.approx(correct / total, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_sweep_of_ddp_jobs_keeps_each_rank_in_its_job(tmp_path):
+    """The Hydra + DDP traps: child ranks must join their own job, not rerun the sweep or start a
+    run folder of their own, and the second job must not find the first one's process group."""
+    sweep_dir = tmp_path / "sweep"
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pyramid_lab", "-m", *RUN, *ddp, "trainer.max_epochs=1",
+         "optimizer.lr=0.05,0.1", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 of 2 jobs completed" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "sweep"]
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1"]
+    for job in ("0", "1"):
+        assert read_record(sweep_dir / job)["status"] == "completed"
+        assert (sweep_dir / job / "train_ddp_process_1.log").is_file()  # rank 1 ran in this job
