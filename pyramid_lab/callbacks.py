@@ -43,12 +43,20 @@ class SnapshotEnsemble(pl.Callback):
             member = copy.deepcopy(pl_module.net)
             member.load_state_dict(state)
             self._members.append(member.eval())
-        self._accuracy = MulticlassAccuracy(pl_module.hparams.num_classes, average="micro").to(pl_module.device)
+        self._accuracy = MulticlassAccuracy(pl_module.hparams.num_classes, average="micro").to(
+            pl_module.device
+        )
 
     @torch.no_grad()
-    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                          batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int,
-                          dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: tuple[torch.Tensor, torch.Tensor],
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if not self._members:
             return
         x, y = batch  # already transferred and normalised (on_after_batch_transfer)

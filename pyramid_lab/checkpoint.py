@@ -19,7 +19,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file in the same folder, flushes it to disk, then
     renames it over the target: a kill at any moment leaves either the old file or the new one."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -40,7 +42,9 @@ class InterruptCheckpoint(pl.Callback):
     def __init__(self, dirpath: str | Path) -> None:
         self.path = Path(dirpath) / LAST
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         # SystemExit covers SIGTERM (Lightning's SIGTERMException) and submitit's requeue on USR2.
         if isinstance(exception, (SystemExit, KeyboardInterrupt)) and trainer.state.fn == "fit":
             trainer.save_checkpoint(self.path)

@@ -10,8 +10,15 @@ from pyramid_lab.module import is_sam, check_sam_precision
 
 # Trainer settings that must be whole numbers (None allowed where Lightning allows it).
 _INTEGER_TRAINER_SETTINGS = (
-    "max_epochs", "min_epochs", "max_steps", "min_steps", "num_nodes", "log_every_n_steps",
-    "num_sanity_val_steps", "check_val_every_n_epoch", "accumulate_grad_batches",
+    "max_epochs",
+    "min_epochs",
+    "max_steps",
+    "min_steps",
+    "num_nodes",
+    "log_every_n_steps",
+    "num_sanity_val_steps",
+    "check_val_every_n_epoch",
+    "accumulate_grad_batches",
 )
 
 

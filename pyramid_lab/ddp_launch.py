@@ -27,7 +27,10 @@ def child_rank_command(local_rank: int) -> tuple[Sequence[str], str]:
     """The command and working folder of DDP rank ``local_rank`` of the current Hydra job."""
     hydra_cfg = HydraConfig.get()
     command = [
-        sys.executable, "-m", "pyramid_lab", *hydra_cfg.overrides.task,
+        sys.executable,
+        "-m",
+        "pyramid_lab",
+        *hydra_cfg.overrides.task,
         f"hydra.run.dir={hydra_cfg.runtime.output_dir}",
         "hydra.mode=RUN",  # a table experiment sets MULTIRUN: the child is one job, not a sweep
         "hydra.output_subdir=null",  # rank 0 already wrote the job's .hydra folder

@@ -33,7 +33,9 @@ def load_run(ckpt_path: str | None) -> tuple[dict[str, Any], DictConfig]:
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     config = checkpoint.get("callbacks", {}).get("RunRecord", {}).get("config")
     if config is None:
-        raise ConfigError(f"ckpt_path={ckpt_path} holds no pyramid_lab config (not written by python -m pyramid_lab)")
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} holds no pyramid_lab config (not written by python -m pyramid_lab)"
+        )
     return checkpoint, OmegaConf.create(config)
 
 
@@ -49,20 +51,34 @@ def _restore(cfg: DictConfig, overrides: list[str]) -> tuple[dict[str, Any], Dic
 
 
 def _trainer(saved: DictConfig) -> pl.Trainer:
-    return pl.Trainer(accelerator=saved.trainer.accelerator, devices=1, precision=saved.trainer.precision,
-                      logger=False, enable_checkpointing=False, enable_model_summary=False)
+    return pl.Trainer(
+        accelerator=saved.trainer.accelerator,
+        devices=1,
+        precision=saved.trainer.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
 
 
 def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     """Test accuracy of a checkpoint on its data set's test split; writes metrics.json."""
-    record = RunRecord(cfg.paths.output_dir, overrides, extra={"task_name": "test", "mode": "test",
-                                                               "ckpt_path": str(Path(cfg.ckpt_path).resolve())})
+    record = RunRecord(
+        cfg.paths.output_dir,
+        overrides,
+        extra={"task_name": "test", "mode": "test", "ckpt_path": str(Path(cfg.ckpt_path).resolve())},
+    )
     record.update()
     try:
         checkpoint, saved, module = _restore(cfg, overrides)
-        record.update(model=saved.model._target_.rsplit(".", 1)[-1], epochs=checkpoint.get("epoch", 0) + 1,
-                      params=sum(p.numel() for p in module.net.parameters()), table=saved.get("table"),
-                      row=saved.get("row"), seed=saved.get("seed"))
+        record.update(
+            model=saved.model._target_.rsplit(".", 1)[-1],
+            epochs=checkpoint.get("epoch", 0) + 1,
+            params=sum(p.numel() for p in module.net.parameters()),
+            table=saved.get("table"),
+            row=saved.get("row"),
+            seed=saved.get("seed"),
+        )
         trainer = _trainer(saved)
         trainer.test(module, datamodule=instantiate(saved.data), verbose=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
@@ -82,14 +98,20 @@ def predict(cfg: DictConfig, overrides: list[str]) -> Path:
         datamodule = instantiate(saved.data)
         datamodule.setup("predict")
         split = getattr(datamodule.splits, source)
-        names, images, labels = [f"{source}[{i}]" for i in range(len(split.labels))], split.images, split.labels
+        names, images, labels = (
+            [f"{source}[{i}]" for i in range(len(split.labels))],
+            split.images,
+            split.labels,
+        )
         classes, mean, std = datamodule.splits.classes, datamodule.splits.mean, datamodule.splits.std
     else:
         names, images = _read_folder(Path(source))
         labels = None
         state = checkpoint.get("ImageDataModule", {})
         if not state:
-            raise ConfigError(f"ckpt_path={cfg.ckpt_path} holds no class names and statistics; predict on a split")
+            raise ConfigError(
+                f"ckpt_path={cfg.ckpt_path} holds no class names and statistics; predict on a split"
+            )
         classes, mean, std = state["classes"], state["mean"], state["std"]
     probs = _probabilities(module, images, mean, std, int(cfg.predict.batch_size))
     out = Path(cfg.predict.output or Path(cfg.paths.output_dir) / "predictions.csv")
@@ -99,7 +121,9 @@ def predict(cfg: DictConfig, overrides: list[str]) -> Path:
 
 def _read_folder(folder: Path) -> tuple[list[str], torch.Tensor]:
     if not folder.is_dir():
-        raise ConfigError(f"predict.input={folder} is neither a split ({', '.join(SPLITS)}) nor a folder of images")
+        raise ConfigError(
+            f"predict.input={folder} is neither a split ({', '.join(SPLITS)}) nor a folder of images"
+        )
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
     if not files:
         raise ConfigError(f"predict.input={folder} holds no .png/.jpg/.bmp images")
@@ -108,18 +132,21 @@ def _read_folder(folder: Path) -> tuple[list[str], torch.Tensor]:
 
 
 @torch.no_grad()
-def _probabilities(module: pl.LightningModule, images: torch.Tensor, mean, std, batch_size: int) -> torch.Tensor:
+def _probabilities(
+    module: pl.LightningModule, images: torch.Tensor, mean, std, batch_size: int
+) -> torch.Tensor:
     mean_t = torch.tensor(mean).view(1, 3, 1, 1)
     std_t = torch.tensor(std).view(1, 3, 1, 1)
     out = []
     for start in range(0, len(images), batch_size):
-        x = (images[start:start + batch_size].float() / 255 - mean_t) / std_t
+        x = (images[start : start + batch_size].float() / 255 - mean_t) / std_t
         out.append(module(x).float().softmax(-1))
     return torch.cat(out)
 
 
-def _write_csv(path: Path, names: list[str], probs: torch.Tensor, classes: list[str],
-               labels: torch.Tensor | None) -> None:
+def _write_csv(
+    path: Path, names: list[str], probs: torch.Tensor, classes: list[str], labels: torch.Tensor | None
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)

@@ -55,8 +55,10 @@ def check_writable(setting: str, folder: str) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as error:
-        print(f"error: {setting}={folder} is not a writable folder ({error.strerror}); choose another",
-              file=sys.stderr)
+        print(
+            f"error: {setting}={folder} is not a writable folder ({error.strerror}); choose another",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
 

@@ -19,6 +19,7 @@ from pyramid_lab.record_file import RECORD_NAME, STATUSES, read_record, write_js
 
 __all__ = ["RECORD_NAME", "STATUSES", "RunRecord", "read_record", "write_json_atomic"]
 
+
 def _as_float(value: Any) -> float | None:
     # NaN and inf are kept as they are: in a diverged run they are the evidence.
     try:

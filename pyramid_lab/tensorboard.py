@@ -41,7 +41,11 @@ def log_model_summary(loggers: list[Any], module: Any) -> None:
 
 def log_hparams_with_results(loggers: list[Any], params: dict[str, Any], record: dict[str, Any]) -> None:
     """The run's settings in TensorBoard's HPARAMS tab, with its final numbers as the metrics."""
-    metrics = {f"hp/{k.replace('/', '_')}": record[k] for k in ("test/acc", "val/acc_best", "test/loss") if k in record}
+    metrics = {
+        f"hp/{k.replace('/', '_')}": record[k]
+        for k in ("test/acc", "val/acc_best", "test/loss")
+        if k in record
+    }
     for logger in _tensorboards(loggers):
         logger.log_hyperparams(params, metrics=metrics)
         logger.finalize("success")  # the trainer closed its writer after testing: flush this one

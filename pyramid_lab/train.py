@@ -19,10 +19,14 @@ from pyramid_lab.checks import check_config
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.module import DivergedError
 from pyramid_lab.record import RunRecord, read_record
-from pyramid_lab.tensorboard import link_into_log_tree, log_hparams_with_results, log_model_summary, run_label
+from pyramid_lab.tensorboard import (
+    link_into_log_tree,
+    log_hparams_with_results,
+    log_model_summary,
+    run_label,
+)
 
 log = logging.getLogger(__name__)
-
 
 
 def count_parameters(net: pl.LightningModule | Any) -> int:
@@ -41,9 +45,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     """Fit and test the configured model; returns the run record (also in ``metrics.json``).
 
     With ``resume=true`` (the default) a run folder that already holds a completed record of the
-    same config is skipped, and one that holds ``checkpoints/last.ckpt`` continues from it. Raises the error that
-    stopped the run (ConfigError for bad input, DivergedError for a loss that became NaN or inf)
-    after recording it.
+    same config is skipped, and one that holds ``checkpoints/last.ckpt`` continues from it.
+    Raises the error that stopped the run (ConfigError for bad input, DivergedError for a loss
+    that became NaN or inf) after recording it.
     """
     run_dir = Path(cfg.paths.output_dir)
     previous = _previous_record(run_dir)
@@ -100,17 +104,31 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         raise
 
 
-def _join_log_tree(cfg: DictConfig, run_dir: Path, overrides: list[str], loggers: list[Any], module: Any) -> None:
+def _join_log_tree(
+    cfg: DictConfig, run_dir: Path, overrides: list[str], loggers: list[Any], module: Any
+) -> None:
+    label = run_label(run_dir, overrides)
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            link_into_log_tree(Path(logger.log_dir), Path(cfg.paths.log_dir), cfg.task_name, run_label(run_dir, overrides))
+            link_into_log_tree(Path(logger.log_dir), Path(cfg.paths.log_dir), cfg.task_name, label)
     log_model_summary(loggers, module)
 
 
 def _hparams(cfg: DictConfig) -> dict[str, Any]:
     """The settings that distinguish runs, flat for TensorBoard's HPARAMS tab."""
     params = OmegaConf.to_container(cfg, resolve=True)
-    keep = ("model", "optimizer", "scheduler", "activation", "module", "data", "trainer", "seed", "table", "row")
+    keep = (
+        "model",
+        "optimizer",
+        "scheduler",
+        "activation",
+        "module",
+        "data",
+        "trainer",
+        "seed",
+        "table",
+        "row",
+    )
     return {key: params[key] for key in keep if key in params}
 
 
