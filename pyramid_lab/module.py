@@ -126,14 +126,18 @@ class Classifier(pl.LightningModule):
 
     def _sam_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One SAM update (Foret et al. 2021, Alg. 1): gradient at w, ascend to w + e(w), gradient
-        there, descend from w. BatchNorm statistics are updated by the first pass only."""
+        there, descend from w. BatchNorm statistics are updated by the first pass only, and the
+        second pass replays the first one's random draws (ShakeDrop), as the official SAM code
+        does by reusing one dropout key for both gradients: both see the same sub-network."""
         optimizer = self.optimizers()
+        rng = _capture_rng(x.device)
         logits = self(x)
         loss = self.criterion(logits, y)
         optimizer.zero_grad()
         self.manual_backward(loss)
 
         def second_pass() -> torch.Tensor:
+            _restore_rng(x.device, rng)
             with frozen_bn_stats(self.net):
                 perturbed_loss = self.criterion(self(x), y)
             self.manual_backward(perturbed_loss)
@@ -207,6 +211,18 @@ class Classifier(pl.LightningModule):
         if config.get("monitor") and self.automatic_optimization:
             scheduler["monitor"] = config["monitor"]  # under SAM, _step_schedulers reads it
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def _capture_rng(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    # A CUDA generator's state (seed, offset) lives on the host: reading it does not sync.
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _restore_rng(device: torch.device, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 def check_sam_precision(uses_sam: bool, precision: str | int | None) -> None:

@@ -189,3 +189,38 @@ def test_failed_job_is_recorded_and_the_rest_still_run(tmp_path):
     assert "1 of 3 jobs completed" in result.stdout
     assert "job 1: diverged: train/loss became" in result.stdout
     assert "job 2: failed: ConfigError: optimizer.lr=-1 must be > 0" in result.stdout
+
+
+def test_sam_second_pass_sees_the_same_shakedrop_draws(tmp_path, tiny_overrides):
+    """With a vanishing rho the perturbed loss equals the first pass's only if ShakeDrop's random
+    coefficients are replayed; fresh draws at p 0.5 change the loss far more than 1e-3."""
+    from pyramid_lab.module import Classifier
+
+    losses = []
+    original = Classifier._sam_step
+
+    def spy(self, x, y):
+        forward = self.criterion.forward
+
+        def recording(logits, target):
+            loss = forward(logits, target)
+            losses.append(loss.item())
+            return loss
+
+        self.criterion.forward = recording
+        try:
+            return original(self, x, y)
+        finally:
+            del self.criterion.forward
+
+    cfg = compose_config(
+        [*tiny_overrides, "optimizer=sam", "optimizer.rho=1e-9", "model.shakedrop=1.0"], tmp_path
+    )
+    Classifier._sam_step = spy
+    try:
+        assert train(cfg)["status"] == "completed"
+    finally:
+        Classifier._sam_step = original
+    assert len(losses) == 4  # two steps, two passes each
+    for first, second in (losses[0:2], losses[2:4]):
+        assert second == pytest.approx(first, rel=1e-4)
