@@ -17,8 +17,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyramid_lab.bench.train import DeviceBatches
+from pyramid_lab.compile_fallback import CompileFallback
 from pyramid_lab.models.pyramidnet import PyramidNet
-from pyramid_lab.module import Classifier, CompileFallback
+from pyramid_lab.module import Classifier
 from pyramid_lab.optim import SAM
 
 SGD = partial(torch.optim.SGD, lr=0.05, momentum=0.9)

@@ -16,8 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from pyramid_lab.bench.timing import PeakMemory, Record, Windows, images_per_s
+from pyramid_lab.compile_fallback import CompileFallback
 from pyramid_lab.data import BatchAugment, ImageDataModule, Synthetic
-from pyramid_lab.module import Classifier, CompileFallback
+from pyramid_lab.module import Classifier
 from pyramid_lab.optim import SAM
 
 # The study's SGD (conf/optimizer/sgd.yaml); SAM wraps the same settings with rho 0.05.
