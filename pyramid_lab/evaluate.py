@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pyramid_lab.data.datamodule import normalisation, normalise
 from pyramid_lab.data.decode import read_png
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.record import RunRecord
@@ -135,11 +136,10 @@ def _read_folder(folder: Path) -> tuple[list[str], torch.Tensor]:
 def _probabilities(
     module: pl.LightningModule, images: torch.Tensor, mean, std, batch_size: int
 ) -> torch.Tensor:
-    mean_t = torch.tensor(mean).view(1, 3, 1, 1)
-    std_t = torch.tensor(std).view(1, 3, 1, 1)
+    scale, shift = normalisation(mean, std, images.device, images.dtype)
     out = []
     for start in range(0, len(images), batch_size):
-        x = (images[start : start + batch_size].float() / 255 - mean_t) / std_t
+        x = normalise(images[start : start + batch_size], scale, shift)
         out.append(module(x).float().softmax(-1))
     return torch.cat(out)
 

@@ -8,7 +8,6 @@ job failed, diverged, was interrupted or left no record.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,16 +15,15 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from pyramid_lab.record_file import RECORD_NAME
+from pyramid_lab.record_file import RECORD_NAME, read_record
 
 
 def job_statuses(sweep_dir: Path) -> dict[str, tuple[str, str]]:
     """``{job folder: (status, error)}`` for every job folder (a numbered subfolder)."""
     statuses = {}
     for job_dir in sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
-        path = job_dir / RECORD_NAME
         try:
-            record = json.loads(path.read_text())
+            record = read_record(job_dir)
             statuses[job_dir.name] = (record.get("status", "unknown"), record.get("error", ""))
         except (OSError, ValueError) as error:
             statuses[job_dir.name] = ("missing", f"no readable {RECORD_NAME}: {error}")

@@ -75,7 +75,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         record.config = OmegaConf.to_container(cfg, resolve=True)
         if trainer.is_global_zero:
-            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+            OmegaConf.save(record.config, run_dir / "config.yaml")
             _join_log_tree(cfg, run_dir, overrides or [], loggers, module)
 
         # Our checkpoints hold RNG states (numpy arrays) that weights-only unpickling refuses;
@@ -88,7 +88,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         # The study reports the model after its last epoch, not the best checkpoint.
         trainer.test(module, datamodule=datamodule, verbose=False)
         record.finish("completed", **_final(trainer))
-        log_hparams_with_results(loggers, _hparams(cfg), record.data)
+        log_hparams_with_results(loggers, _hparams(record.config), record.data)
         return record.data
     except DivergedError as error:
         record.finish("diverged", error=str(error), **_final(trainer))
@@ -114,9 +114,8 @@ def _join_log_tree(
     log_model_summary(loggers, module)
 
 
-def _hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The settings that distinguish runs, flat for TensorBoard's HPARAMS tab."""
-    params = OmegaConf.to_container(cfg, resolve=True)
+def _hparams(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that distinguish runs (from the resolved config), for TensorBoard's HPARAMS tab."""
     keep = (
         "model",
         "optimizer",
@@ -129,7 +128,7 @@ def _hparams(cfg: DictConfig) -> dict[str, Any]:
         "table",
         "row",
     )
-    return {key: params[key] for key in keep if key in params}
+    return {key: config[key] for key in keep if key in config}
 
 
 def _previous_record(run_dir: Path) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
@@ -21,6 +23,21 @@ from pyramid_lab.errors import ConfigError
 def _as_is(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     # The default collate would turn the (images, labels) tuple into a list.
     return batch
+
+
+def normalisation(mean: Sequence[float], std: Sequence[float], device: torch.device,
+                  dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``(scale, shift)`` with ``normalised = x * scale + shift`` for uint8 (0..255) or float
+    ([0, 1]) images ``[B, 3, H, W]``: ``(x / 255 - mean) / std`` as one multiply-add."""
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    pixel = 255.0 if dtype == torch.uint8 else 1.0
+    return 1.0 / (pixel * std_t), -mean_t / std_t
+
+
+def normalise(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """Float32 ``x * scale + shift`` (see :func:`normalisation`)."""
+    return torch.addcmul(shift, x.to(torch.float32), scale)
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -125,24 +142,17 @@ class ImageDataModule(pl.LightningDataModule):
         training = self.augment is not None and self.trainer is not None and self.trainer.training
         if training:
             x = self.augment(x)  # crops and flips the uint8 images before they become floats
-        scale, shift = self._norm_stats(x.device, x.dtype)
-        # (x / 255 - mean) / std as one multiply-add.
-        x = torch.addcmul(shift, x.to(torch.float32), scale)
+        x = normalise(x, *self._norm_stats(x.device, x.dtype))
         if training:
             x = self.augment.add_noise(x)
         return x, y
 
     def _norm_stats(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """``(scale, shift)`` with ``normalised = x * scale + shift`` for uint8 (0..255) or float
-        ([0, 1]) images. Cached per device: building them per batch would be a host-to-device
-        copy each step."""
+        # Cached per device: building them per batch would be a host-to-device copy each step.
         key = (device, dtype == torch.uint8)
         if key not in self._stats:
             assert self.splits is not None, "setup() must run before batches arrive"
-            mean = torch.tensor(self.splits.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-            std = torch.tensor(self.splits.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-            pixel = 255.0 if dtype == torch.uint8 else 1.0
-            self._stats[key] = (1.0 / (pixel * std), -mean / std)
+            self._stats[key] = normalisation(self.splits.mean, self.splits.std, device, dtype)
         return self._stats[key]
 
     def _eval_loader(self, data: IndexedTensors) -> DataLoader:
