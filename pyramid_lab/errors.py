@@ -8,3 +8,13 @@ exits non-zero; any other exception is a bug or an environment failure and keeps
 
 class ConfigError(ValueError):
     """Bad user input: a setting, a file or a data folder that cannot be used as given."""
+
+
+class RunStopped(RuntimeError):
+    """A run stopped on purpose before its end (diverged, pruned by a search, ...).
+
+    ``train()`` records ``status`` in the run record and re-raises; subclasses set it. The message
+    is one line saying why, shown to the user without a traceback.
+    """
+
+    status = "stopped"

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pyramid_lab.paper import PAPER_TABLES, STUDY_DATASET, paper_accuracy
+from pyramid_lab.report.study import PAPER_TABLES, STUDY_DATASET, paper_accuracy
 from pyramid_lab.report.collect import STATUSES, UNTABLED, Run
 
 

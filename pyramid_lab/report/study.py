@@ -1,4 +1,4 @@
-"""The study's own numbers (../shared/PAPER.md): test accuracy in percent, per table and row.
+"""The study's own numbers (docs/study.md): test accuracy in percent, per table and row.
 
 Row keys are the option names our sweeps use, so a report can put the study's number beside ours.
 Where the study contradicts itself the table's own value is kept and the other noted.

@@ -1,0 +1,1 @@
+"""Launching: Hydra callbacks, the DDP relaunch inside sweeps, and sweeper plugins."""

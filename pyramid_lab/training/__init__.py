@@ -1,0 +1,1 @@
+"""Training: the LightningModule, its callbacks and the compile wrapper. Knows Lightning, not Hydra."""
