@@ -91,6 +91,15 @@ def test_shuffled_sampler_shards_disjointly_across_two_ranks(n, drop_last):
                            torch.cat(sampler_indices(ranks[0], 1)))
 
 
+def test_repeats_show_every_sample_that_many_times_per_epoch_at_random_places():
+    sampler = ShuffledBatchSampler(50, 10, seed=3, repeats=2)
+    assert len(sampler) == 10  # twice the steps of one pass
+    epoch = torch.cat(sampler_indices(sampler, 0))
+    assert torch.equal(epoch.bincount(minlength=50), torch.full((50,), 2))
+    first_half = set(epoch[:50].tolist())
+    assert len(first_half) < 50  # not two plain passes one after the other
+
+
 def test_sequential_sampler_keeps_order_and_every_sample():
     batches_ = list(SequentialBatchSampler(25, 10))
     assert [len(b) for b in batches_] == [10, 10, 5]
@@ -184,12 +193,12 @@ def test_batch_hook_normalises_with_the_dataset_stats_and_augments_only_training
     x8, y = next(iter(dm.val_dataloader()))
     expected = (x8.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
-    dm.trainer = SimpleNamespace(training=False, global_rank=0, world_size=1)
+    dm.trainer = fake_trainer(validating=True)
     x, y_out = dm.on_after_batch_transfer((x8, y), 0)
     assert x.dtype == torch.float32 and x.shape == x8.shape and y_out is y
     torch.testing.assert_close(x, expected)
 
-    dm.trainer = SimpleNamespace(training=True, global_rank=0, world_size=1)
+    dm.trainer = fake_trainer(training=True)
     torch.manual_seed(0)
     x_train, _ = dm.on_after_batch_transfer((x8, y), 0)
     assert x_train.dtype == torch.float32 and x_train.shape == x8.shape
@@ -199,17 +208,28 @@ def test_batch_hook_normalises_with_the_dataset_stats_and_augments_only_training
     torch.testing.assert_close(dm.on_after_batch_transfer((x8, y), 0)[0], expected)
 
 
-def test_training_noise_is_added_after_normalisation():
+def fake_trainer(**stage: bool) -> SimpleNamespace:
+    """What on_after_batch_transfer reads of a Trainer: its stage flags, rank and world size."""
+    flags = {"training": False, "validating": False, "testing": False, "sanity_checking": False}
+    return SimpleNamespace(**{**flags, **stage}, global_rank=0, world_size=1)
+
+
+@pytest.mark.parametrize("noise_at_eval", [False, True])
+def test_noise_is_in_pixel_units_and_reaches_evaluation_only_when_asked(noise_at_eval):
     std = (0.5, 0.5, 0.5)
-    dm = make_dm(FixedSource(std=std), augment=BatchAugment(crop_padding=0, flip=False,
-                                                            noise_std=0.3), pin_memory=False)
+    augment = BatchAugment(crop_padding=0, flip=False, noise_std=0.1, noise_at_eval=noise_at_eval)
+    dm = make_dm(FixedSource(std=std), augment=augment, pin_memory=False)
     x8 = torch.full((256, 3, 32, 32), 128, dtype=torch.uint8)
     y = torch.zeros(256, dtype=torch.int64)
-    dm.trainer = SimpleNamespace(training=True)
-    x, _ = dm.on_after_batch_transfer((x8, y), 0)
     clean = (128 / 255 - 0.5) / 0.5
-    # Noise in normalised units: std 0.3, not 0.3 / std.
-    assert abs((x - clean).std().item() - 0.3) < 0.01
+    dm.trainer = fake_trainer(training=True)
+    x, _ = dm.on_after_batch_transfer((x8, y), 0)
+    # 0.1 in [0, 1] pixel units is 0.1 / std = 0.2 after normalising.
+    assert abs((x - clean).std().item() - 0.2) < 0.005
+    for stage in ("validating", "testing"):
+        dm.trainer = fake_trainer(**{stage: True})
+        x, _ = dm.on_after_batch_transfer((x8, y), 0)
+        assert ((x - clean).std().item() > 0.1) is noise_at_eval
 
 
 def test_config_errors():

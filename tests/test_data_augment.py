@@ -89,11 +89,23 @@ def test_scale_and_rotation():
     assert rotated.shape == x.shape
 
 
-def test_noise_has_the_requested_std():
-    x = torch.zeros(64, 3, 32, 32)
-    noisy = BatchAugment(noise_std=0.2).add_noise(x, torch.Generator().manual_seed(4))
-    assert abs(noisy.std().item() - 0.2) < 0.004 and abs(noisy.mean().item()) < 0.004
+def test_noise_has_the_requested_std_in_pixel_units_and_is_clipped():
+    x = torch.full((64, 3, 32, 32), 0.5)
+    noisy = BatchAugment(noise_std=0.1).add_noise(x, torch.Generator().manual_seed(4))
+    assert abs(noisy.std().item() - 0.1) < 0.003 and abs(noisy.mean().item() - 0.5) < 0.003
+    strong = BatchAugment(noise_std=0.5).add_noise(x, torch.Generator().manual_seed(4))
+    assert strong.min() == 0 and strong.max() == 1  # clipped to [0, 1], as v2.GaussianNoise
+    gray = torch.full((2, 3, 4, 4), 255, dtype=torch.uint8)  # uint8 in: float [0, 1] out
+    assert BatchAugment(noise_std=0.1).add_noise(gray).dtype == torch.float32
     assert BatchAugment().add_noise(x) is x
+
+
+def test_vertical_flip_mirrors_rows_per_sample():
+    x = torch.arange(16 * 3 * 8 * 8, dtype=torch.float32).view(16, 3, 8, 8)
+    out = BatchAugment(crop_padding=0, flip=False, vflip=True)(x, torch.Generator().manual_seed(0))
+    flipped = [bool(torch.equal(o, i.flip(-2))) for o, i in zip(out, x)]
+    kept = [bool(torch.equal(o, i)) for o, i in zip(out, x)]
+    assert all(f or k for f, k in zip(flipped, kept)) and 0 < sum(flipped) < 16
 
 
 @pytest.mark.parametrize("kwargs, setting", [

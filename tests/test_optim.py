@@ -3,6 +3,8 @@ for SAM's second pass, the scheduler builders, and the conf/optimizer + conf/sch
 
 from __future__ import annotations
 
+import warnings
+
 import copy
 import math
 from functools import partial
@@ -13,7 +15,7 @@ import torch
 from torch import nn
 
 from pyramid_lab.errors import ConfigError
-from pyramid_lab.optim import SAM, WarmupPlateau, frozen_bn_stats, multistep, snapshot_epochs
+from pyramid_lab.optim import SAM, WarmupPlateau, cosine_periodic, frozen_bn_stats, multistep, snapshot_epochs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -479,7 +481,6 @@ def test_multistep_ints_without_max_epochs():
         ([-5], None, r"scheduler\.milestones=.*>= 1"),
         ([0.5], None, r"scheduler\.milestones=.*fractions.*max_epochs"),
         ([1.5], 100, r"scheduler\.milestones=.*neither an epoch"),
-        ([0.32, 32], 100, r"scheduler\.milestones=.*repeated"),
         ("32", 100, r"scheduler\.milestones=.*list"),
     ],
 )
@@ -487,6 +488,24 @@ def test_multistep_bad_milestones(milestones, max_epochs, match):
     with pytest.raises(ConfigError, match=match) as err:
         multistep(_opt(), milestones, max_epochs=max_epochs)
     assert "\n" not in str(err.value)
+
+
+def test_multistep_repeated_epochs_warn_and_compound():
+    opt = _opt(1.0)
+    with pytest.warns(UserWarning, match=r"scheduler\.milestones=\[0\.32, 32\] gives repeated epochs"):
+        sched = multistep(opt, [0.32, 32], gamma=0.5, max_epochs=100)
+    lrs = _lrs(opt, sched, 34)
+    assert lrs[31] == 1.0 and lrs[32] == pytest.approx(0.25)  # both decays at epoch 32
+
+
+@pytest.mark.parametrize("max_epochs, expected", [(2, [1.0, 0.01]), (1, [1.0])])
+def test_multistep_fractions_fit_a_run_too_short_for_them(max_epochs, expected):
+    """A smoke run of a sweep must run: [0.32, 0.64] of 1 or 2 epochs stays inside the run."""
+    opt = _opt(1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the repeated-epoch warning at max_epochs=2
+        sched = multistep(opt, [0.32, 0.64], gamma=0.1, max_epochs=max_epochs)
+    assert _lrs(opt, sched, max_epochs) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("gamma", [0.0, 1.5, -0.1])
@@ -679,3 +698,19 @@ def test_scheduler_configs_build_and_step_a_sam_optimizer(name, cls):
         assert lrs[31] == 0.1 and lrs[32] == pytest.approx(0.01) and lrs[64] == pytest.approx(1e-3)
     if name == "plateau":
         assert lrs[0] == pytest.approx(0.01) and lrs[5] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("half_period, max_epochs, t_max", [(0.2, 100, 20), (10, None, 10), (0.2, 2, 1)])
+def test_cosine_periodic_half_period_in_epochs_or_fractions(half_period, max_epochs, t_max):
+    opt = _opt(1.0)
+    sched = cosine_periodic(opt, half_period=half_period, max_epochs=max_epochs)
+    assert sched.T_max == t_max
+    lrs = _lrs(opt, sched, 4 * t_max + 1)
+    assert lrs[t_max] == pytest.approx(0.0, abs=1e-12) and lrs[2 * t_max] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("half_period, max_epochs", [(0, 100), (1.5, 100), (-3, 100), (0.2, None)])
+def test_cosine_periodic_bad_half_period(half_period, max_epochs):
+    with pytest.raises(ConfigError, match=r"scheduler\.half_period=") as err:
+        cosine_periodic(_opt(), half_period=half_period, max_epochs=max_epochs)
+    assert "\n" not in str(err.value)

@@ -1,7 +1,7 @@
 """Batched augmentation on the training device, with independent randomness per sample.
 
 It runs on float batches in [0, 1] after the host-to-device copy, so the loader only slices uint8
-arrays; no PIL and no per-sample Python (airbench's approach, see STYLE.md). Nothing here reads a
+arrays; no PIL and no per-sample Python (airbench's approach: Keller Jordan's airbench94.py). Nothing here reads a
 value back to the host, so a CUDA batch never synchronises.
 """
 
@@ -18,29 +18,35 @@ from pyramid_lab.errors import ConfigError
 
 
 def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = None,
-                flip: bool = False) -> Tensor:
+                flip: bool = False, vflip: bool = False) -> Tensor:
     """Zero-pad by ``padding`` and crop back to the input size at a random offset per sample,
-    optionally mirroring each sample left-right with probability 0.5 in the same pass.
+    optionally mirroring each sample left-right (``flip``) and/or top-bottom (``vflip``), each
+    with probability 0.5, in the same pass.
 
     The same distribution as torchvision's ``RandomCrop(size, padding=padding)`` (and
-    ``RandomHorizontalFlip``): each offset uniform in ``0..2*padding``, independently per sample
-    and per axis. One ``gather`` over the flattened padded images does it, for any dtype (uint8
-    batches are cropped before their conversion to float: a quarter of the memory traffic).
+    ``RandomHorizontalFlip`` / ``RandomVerticalFlip``): each offset uniform in ``0..2*padding``,
+    independently per sample and per axis. One ``gather`` over the flattened padded images does
+    it, for any dtype (uint8 batches are cropped before their conversion to float: a quarter of
+    the memory traffic).
 
     Args:
         x: ``[B, C, H, W]``.
     """
-    if padding == 0 and not flip:
+    if padding == 0 and not flip and not vflip:
         return x
     b, c, h, w = x.shape
     padded = F.pad(x, (padding, padding, padding, padding)) if padding else x
     wp = w + 2 * padding
     offsets = torch.randint(0, 2 * padding + 1, (2, b), device=x.device, generator=generator)
-    rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # [B, H]
+    rows = torch.arange(h, device=x.device).expand(b, h)  # [B, H]
     cols = torch.arange(w, device=x.device).expand(b, w)  # [B, W]
     if flip:
         mirrored = torch.rand(b, device=x.device, generator=generator) < 0.5
         cols = torch.where(mirrored[:, None], cols.flip(-1), cols)
+    if vflip:
+        upside_down = torch.rand(b, device=x.device, generator=generator) < 0.5
+        rows = torch.where(upside_down[:, None], rows.flip(-1), rows)
+    rows = offsets[0, :, None] + rows
     cols = offsets[1, :, None] + cols
     index = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
     return padded.flatten(2).gather(2, index).view(b, c, h, w)
@@ -70,23 +76,28 @@ def random_affine(x: Tensor, scale: tuple[float, float] | None, degrees: float,
 class BatchAugment:
     """The training augmentation of the study, applied to a whole batch on its device.
 
-    ``__call__`` does the geometric part on images in [0, 1] (scale/rotate, then crop, then
-    flip); ``add_noise`` is separate because the study's "Gaussian noise on the inputs" is added
-    after normalisation, so ``noise_std`` is in normalised units (standard deviations of a
-    pixel). Neither touches the host's random state; pass ``generator`` for reproducible tests.
+    ``__call__`` does the geometric part on images in [0, 1] or uint8 (scale/rotate, then crop,
+    then flips); ``add_noise`` adds the Gaussian noise of Table 6 to images in [0, 1] pixel units,
+    before normalisation, and clips to [0, 1] as torchvision's ``v2.GaussianNoise`` does.
+    Neither touches the host's random state; pass ``generator`` for reproducible tests.
 
     Args:
         crop_padding: zero padding of the random crop in pixels (4 = the usual CIFAR recipe);
             0 turns cropping off.
         flip: random horizontal flips with p = 0.5.
+        vflip: random vertical flips with p = 0.5 (the study lists both flips among its
+            augmentations, docs/study.md).
         scale: ``[min, max]`` random magnification, e.g. ``[0.9, 1.1]``; ``None`` = off.
         rotate_degrees: random rotation in ``[-rotate_degrees, rotate_degrees]``; 0 = off.
-        noise_std: std of the additive Gaussian noise, in normalised units; 0 = off.
+        noise_std: std of the additive Gaussian noise in pixel units of [0, 1] images (0.1 is
+            about 25 grey levels of 255); 0 = off.
+        noise_at_eval: also add the noise to validation and test batches (the reading of the
+            study's Table 6 in which its noise was part of the input at test time too).
     """
 
-    def __init__(self, crop_padding: int = 4, flip: bool = True,
+    def __init__(self, crop_padding: int = 4, flip: bool = True, vflip: bool = False,
                  scale: Sequence[float] | None = None, rotate_degrees: float = 0.0,
-                 noise_std: float = 0.0) -> None:
+                 noise_std: float = 0.0, noise_at_eval: bool = False) -> None:
         if int(crop_padding) != crop_padding or crop_padding < 0:
             raise ConfigError(f"data.augment.crop_padding={crop_padding!r} must be an integer >= 0")
         if scale is not None:
@@ -97,12 +108,15 @@ class BatchAugment:
         if not 0 <= rotate_degrees <= 180:
             raise ConfigError(f"data.augment.rotate_degrees={rotate_degrees} must be in [0, 180]")
         if noise_std < 0:
-            raise ConfigError(f"data.augment.noise_std={noise_std} must be >= 0 (0 turns it off)")
+            raise ConfigError(f"data.augment.noise_std={noise_std} must be >= 0 (pixel units of "
+                              "[0, 1] images; 0 turns it off)")
         self.crop_padding = int(crop_padding)
         self.flip = bool(flip)
+        self.vflip = bool(vflip)
         self.scale: tuple[float, float] | None = scale  # type: ignore[assignment]
         self.rotate_degrees = float(rotate_degrees)
         self.noise_std = float(noise_std)
+        self.noise_at_eval = bool(noise_at_eval)
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Geometric augmentation of ``[B, C, H, W]`` images, uint8 or float in [0, 1]; same
@@ -111,16 +125,19 @@ class BatchAugment:
             if x.dtype == torch.uint8:
                 x = x.to(torch.float32) / 255
             x = random_affine(x, self.scale, self.rotate_degrees, generator)
-        return random_crop(x, self.crop_padding, generator, flip=self.flip)
+        return random_crop(x, self.crop_padding, generator, flip=self.flip, vflip=self.vflip)
 
     def add_noise(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """``x`` plus i.i.d. Gaussian noise of std ``noise_std`` (apply after normalising)."""
+        """``x`` (uint8, or float in [0, 1]) plus i.i.d. Gaussian noise of std ``noise_std``,
+        clipped to [0, 1]: float32 in [0, 1]. Apply before normalising."""
         if self.noise_std == 0:
             return x
+        if x.dtype == torch.uint8:
+            x = x.to(torch.float32) / 255
         noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-        return x + self.noise_std * noise
+        return (x + self.noise_std * noise).clamp_(0.0, 1.0)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(crop_padding={self.crop_padding}, flip={self.flip}, "
-                f"scale={self.scale}, rotate_degrees={self.rotate_degrees}, "
-                f"noise_std={self.noise_std})")
+                f"vflip={self.vflip}, scale={self.scale}, rotate_degrees={self.rotate_degrees}, "
+                f"noise_std={self.noise_std}, noise_at_eval={self.noise_at_eval})")

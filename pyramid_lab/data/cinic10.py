@@ -21,6 +21,8 @@ CINIC10_URL = "https://datashare.ed.ac.uk/bitstream/handle/10283/3192/CINIC-10.t
 # Our split name -> CINIC-10's folder name.
 SPLIT_DIRS = {"train": "train", "val": "valid", "test": "test"}
 LAYOUT = "train/, valid/, test/, each with the 10 class folders of 32x32 PNGs"
+# Every split of the official archive: 10 classes x 9,000 images (Darlow et al. 2018).
+IMAGES_PER_CLASS = 9000
 
 
 class CINIC10:
@@ -37,6 +39,9 @@ class CINIC10:
         num_workers: decoding processes; ``None`` = all cores (at most 16), 0 = none.
         url: the archive's address (the official Edinburgh DataShare one by default).
         cache_dir: where the decoded arrays go; ``None`` = ``root/.pyramid_lab_cache``.
+        allow_subset: accept splits with fewer (or more) than CINIC-10's 9,000 images per class.
+            Off by default: a short split is almost always a truncated extraction, and would
+            silently make every number of the study's tables incomparable.
     """
 
     classes: ClassVar[tuple[str, ...]] = ("airplane", "automobile", "bird", "cat", "deer",
@@ -47,7 +52,7 @@ class CINIC10:
 
     def __init__(self, root: str | os.PathLike, download: bool = False,
                  num_workers: int | None = None, url: str = CINIC10_URL,
-                 cache_dir: str | os.PathLike | None = None) -> None:
+                 cache_dir: str | os.PathLike | None = None, allow_subset: bool = False) -> None:
         if num_workers is not None and num_workers < 0:
             raise ConfigError(f"data.dataset.num_workers={num_workers} must be >= 0 (or null for "
                               "all cores)")
@@ -56,6 +61,7 @@ class CINIC10:
         self.num_workers = num_workers
         self.url = url
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else self.root / ".pyramid_lab_cache"
+        self.allow_subset = allow_subset
 
     def prepare(self) -> None:
         """Download if asked and needed, check the layout, and decode every split into the cache."""
@@ -76,6 +82,9 @@ class CINIC10:
         # Every split's folders are checked before any is decoded: a test/ whose class folders
         # differ from train/'s must not wait for 180,000 train and valid PNGs to decode first.
         scans = {split: self._scan(self.root / d) for split, d in SPLIT_DIRS.items()}
+        if not self.allow_subset:
+            for split, (_, labels) in scans.items():
+                self._check_size(self.root / SPLIT_DIRS[split], labels)
         return {
             split: (decode_cached(files, self.root, self.cache_dir, split, self.num_workers),
                     torch.tensor(labels, dtype=torch.int64))
@@ -124,6 +133,22 @@ class CINIC10:
                 files.append(ImageFile(e.path, st.st_size, st.st_mtime_ns))
             labels += [label] * len(entries)
         return files, labels
+
+    def _check_size(self, split_dir: Path, labels: list[int]) -> None:
+        counts = np.bincount(labels, minlength=len(self.classes))
+        if (counts == IMAGES_PER_CLASS).all():
+            return
+        expected = IMAGES_PER_CLASS * len(self.classes)
+        total = int(counts.sum())
+        off = ", ".join(f"{name} {int(n):,}" for name, n in zip(self.classes, counts, strict=True)
+                        if n != IMAGES_PER_CLASS)
+        gap = f"{expected - total:,} short of" if total < expected else f"{total - expected:,} over"
+        raise ConfigError(
+            f"{split_dir} holds {total:,} images, {gap} CINIC-10's {expected:,} "
+            f"({IMAGES_PER_CLASS:,} per class; off: {off}); re-extract the archive (delete "
+            f"{split_dir.name}/ and rerun with data.dataset.download=true, or `tar xzf "
+            "CINIC-10.tar.gz` there again), or set data.dataset.allow_subset=true to use what is there"
+        )
 
     def _download(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

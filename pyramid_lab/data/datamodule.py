@@ -68,12 +68,15 @@ class ImageDataModule(pl.LightningDataModule):
         seed: seed of the per-epoch shuffling.
         pin_memory: pin host batches when training on a CUDA device.
         drop_last: drop the incomplete last training batch of each epoch.
+        train_repeats: times each training image is seen per epoch, each time with its own
+            augmentation draw: 2 is the study's "train set doubled by augmentation" (Table 6)
+            without storing the copies. An epoch then has ``train_repeats`` times the steps.
     """
 
     def __init__(self, dataset: DataSource, num_classes: int, batch_size: int = 256,
                  eval_batch_size: int | None = None, merge_val: bool = False,
                  augment: BatchAugment | None = None, seed: int = 0, pin_memory: bool = True,
-                 drop_last: bool = True) -> None:
+                 drop_last: bool = True, train_repeats: int = 1) -> None:
         super().__init__()
         if batch_size <= 0:
             raise ConfigError(f"data.batch_size={batch_size} must be a positive integer")
@@ -89,6 +92,10 @@ class ImageDataModule(pl.LightningDataModule):
         self.seed = seed
         self.pin_memory = pin_memory
         self.drop_last = drop_last
+        if int(train_repeats) != train_repeats or train_repeats < 1:
+            raise ConfigError(f"data.train_repeats={train_repeats!r} must be an integer >= 1 "
+                              "(2 = each training image twice per epoch)")
+        self.train_repeats = int(train_repeats)
         self.splits: Splits | None = None
         self._stats: dict[tuple[torch.device, bool], tuple[Tensor, Tensor]] = {}
 
@@ -122,7 +129,7 @@ class ImageDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank()
         sampler = ShuffledBatchSampler(len(self._train), self.batch_size, self.seed,
-                                       self.drop_last, rank, world_size)
+                                       self.drop_last, rank, world_size, self.train_repeats)
         if len(sampler) == 0:
             per = f" per device across {world_size} devices" if world_size > 1 else ""
             raise ConfigError(f"data.batch_size={self.batch_size}{per} is more than the "
@@ -139,13 +146,14 @@ class ImageDataModule(pl.LightningDataModule):
                                 dataloader_idx: int) -> tuple[Tensor, Tensor]:
         """``(uint8 [B, 3, H, W], labels)`` -> ``(float32 [B, 3, H, W] normalised, labels)``."""
         x, y = batch
-        training = self.augment is not None and self.trainer is not None and self.trainer.training
-        if training:
-            x = self.augment(x)  # crops and flips the uint8 images before they become floats
-        x = normalise(x, *self._norm_stats(x.device, x.dtype))
-        if training:
-            x = self.augment.add_noise(x)
-        return x, y
+        augment, trainer = self.augment, self.trainer
+        if augment is not None and trainer is not None:
+            if trainer.training:
+                x = augment(x)  # crops and flips the uint8 images before they become floats
+            evaluating = trainer.validating or trainer.testing or trainer.sanity_checking
+            if trainer.training or (augment.noise_at_eval and evaluating):
+                x = augment.add_noise(x)  # in pixel units, before normalising
+        return normalise(x, *self._norm_stats(x.device, x.dtype)), y
 
     def _norm_stats(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         # Cached per device: building them per batch would be a host-to-device copy each step.

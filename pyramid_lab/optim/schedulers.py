@@ -2,12 +2,14 @@
 
 - ``multistep``: the baseline MultiStepLR (milestones 32 and 64 of 100 epochs, gamma 0.1), with
   milestones given as epochs or as fractions of the run.
+- ``cosine_periodic``: CosineAnnealingLR with a half-period shorter than the run, so the lr
+  keeps falling and rising: the reading of Table 3's "CosineAnnealing" that its text describes.
 - ``WarmupPlateau``: the study's "LossPlateauDecay": a linear warm-up, then reduce-on-plateau.
 - ``snapshot_epochs``: where CosineAnnealingWarmRestarts ends its cycles, the points a snapshot
   ensemble saves (Huang et al. 2017; the study, section D-3).
 
-CosineAnnealingLR, CosineAnnealingWarmRestarts and ExponentialLR are used from ``torch`` directly
-(``conf/scheduler/``). Every builder is stepped once per epoch (Lightning ``interval: epoch``).
+CosineAnnealingLR, CosineAnnealingWarmRestarts, ExponentialLR and StepLR (the staircase
+exponential) are used from ``torch`` directly (``conf/scheduler/``). Every builder is stepped once per epoch (Lightning ``interval: epoch``).
 
 A bad value raises ``ConfigError`` naming its Hydra key: the scheduler's arguments live under
 ``scheduler.scheduler`` (the group ``scheduler`` also holds ``interval`` and ``monitor``).
@@ -16,16 +18,17 @@ A bad value raises ``ConfigError`` naming its Hydra key: the scheduler's argumen
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Literal, SupportsFloat
 
 from torch import Tensor
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import MultiStepLR, ReduceLROnPlateau
+from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR, ReduceLROnPlateau
 
 from pyramid_lab.errors import ConfigError
 
-__all__ = ["WarmupPlateau", "multistep", "snapshot_epochs"]
+__all__ = ["WarmupPlateau", "cosine_periodic", "multistep", "snapshot_epochs"]
 
 _KEY = "scheduler.scheduler"
 
@@ -51,14 +54,16 @@ def multistep(
 ) -> MultiStepLR:
     """MultiStepLR with milestones as epochs or as fractions of the run.
 
-    The study's baseline (PAPER.md, Table 3) divides the lr by 10 at epochs 32 and 64 of 100;
+    The study's baseline (docs/study.md, Table 3) divides the lr by 10 at epochs 32 and 64 of 100;
     ``[0.32, 0.64]`` keeps those proportions for any ``max_epochs``.
 
     Args:
         optimizer: the optimizer (or SAM) whose lr to schedule.
         milestones: epochs (ints, 0-based count of ``step()`` calls) at which the lr is multiplied
             by ``gamma``, or fractions of ``max_epochs`` (floats in (0, 1)), rounded to the nearest
-            epoch; both may be mixed. Must be distinct after rounding.
+            epoch and kept inside ``[1, max_epochs - 1]``; both may be mixed. In a run too short
+            to separate them (2 epochs of [0.32, 0.64]) fractions may land on the same epoch:
+            that warns, and the decays compound there, as MultiStepLR does with repeats.
         gamma: multiplicative decay per milestone, in (0, 1].
         max_epochs: length of the run in epochs; needed for fractions and used to check that every
             milestone falls inside the run. ``None`` or ``-1`` (Lightning's "no limit") skip the
@@ -68,8 +73,8 @@ def multistep(
         A ``torch.optim.lr_scheduler.MultiStepLR`` over integer epochs.
 
     Raises:
-        ConfigError: a milestone outside ``[1, max_epochs - 1]``, a fraction without
-            ``max_epochs``, duplicates, or ``gamma`` outside (0, 1].
+        ConfigError: an epoch milestone outside ``[1, max_epochs - 1]``, a fraction without
+            ``max_epochs``, or ``gamma`` outside (0, 1].
     """
     _check_gamma("gamma", gamma)
     bounded = max_epochs is not None and max_epochs != -1
@@ -93,24 +98,67 @@ def multistep(
                     f"{_KEY}.milestones={list(milestones)} has fractions but max_epochs is not "
                     "set; give epochs (ints) or set scheduler.scheduler.max_epochs"
                 )
-            epoch = round(m * max_epochs)  # type: ignore[operator]
+            # A smoke run of a few epochs must still run: keep the decay inside the run.
+            epoch = min(max(round(m * max_epochs), 1), max(max_epochs - 1, 1))  # type: ignore[operator]
         else:
             raise ConfigError(
                 f"{_KEY}.milestones={list(milestones)}: {m!r} is neither an epoch (int) nor a "
                 "fraction of the run in (0, 1)"
             )
-        if epoch < 1 or (bounded and epoch >= max_epochs):  # type: ignore[operator]
+        if _is_int(m) and (epoch < 1 or (bounded and epoch >= max_epochs)):  # type: ignore[operator]
             raise ConfigError(
                 f"{_KEY}.milestones={list(milestones)}: {m!r} is epoch {epoch}, outside the valid "
                 f"range {valid} for max_epochs={max_epochs}"
             )
         epochs.append(epoch)
     if len(set(epochs)) != len(epochs):
-        raise ConfigError(
-            f"{_KEY}.milestones={list(milestones)} gives repeated epochs {epochs}; each decay "
-            "needs its own epoch"
+        warnings.warn(
+            f"{_KEY}.milestones={list(milestones)} gives repeated epochs {epochs} for "
+            f"max_epochs={max_epochs}: the decays at a repeated epoch compound",
+            stacklevel=2,
         )
     return MultiStepLR(optimizer, milestones=sorted(epochs), gamma=gamma)
+
+
+def cosine_periodic(
+    optimizer: Optimizer,
+    half_period: int | float = 0.2,
+    max_epochs: int | None = None,
+    eta_min: float = 0.0,
+) -> CosineAnnealingLR:
+    """CosineAnnealingLR whose ``T_max`` is shorter than the run: the lr falls from its peak to
+    ``eta_min`` over ``T_max`` epochs, rises back over the next ``T_max``, and so on.
+
+    Table 3's text explains CosineAnnealing's gain by the lr "rising and falling periodically"
+    (docs/study.md); PyTorch's CosineAnnealingLR does exactly that past ``T_max``. The default,
+    a fifth of the run, gives five half-periods that end at the bottom (epochs 20, 60, 100 of 100
+    at ``eta_min``, 40 and 80 back at the peak).
+
+    Args:
+        optimizer: the optimizer (or SAM) whose lr to schedule.
+        half_period: ``T_max``: epochs (int) from a peak to the next minimum, or a fraction of
+            ``max_epochs`` (float in (0, 1]).
+        max_epochs: length of the run in epochs; needed for a fraction.
+        eta_min: the lr at each minimum.
+
+    Raises:
+        ConfigError: a half-period that is not a positive epoch count or a fraction in (0, 1].
+    """
+    if _is_int(half_period) and half_period >= 1:
+        t_max = half_period
+    elif _is_real(half_period) and 0 < half_period <= 1 and not _is_int(half_period):
+        if not _is_int(max_epochs) or max_epochs < 1:  # type: ignore[operator]
+            raise ConfigError(
+                f"{_KEY}.half_period={half_period!r} is a fraction of the run but max_epochs="
+                f"{max_epochs!r}; give epochs (an int) or a positive max_epochs"
+            )
+        t_max = max(1, round(half_period * max_epochs))  # type: ignore[operator]
+    else:
+        raise ConfigError(
+            f"{_KEY}.half_period={half_period!r} must be epochs (an int >= 1) or a fraction of "
+            "the run in (0, 1]"
+        )
+    return CosineAnnealingLR(optimizer, T_max=t_max, eta_min=eta_min)
 
 
 class WarmupPlateau(ReduceLROnPlateau):
