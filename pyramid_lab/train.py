@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -176,6 +177,10 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
     constructor raises, which would turn a one-line message into a multi-line one."""
     try:
         return hydra_instantiate(node, **kwargs)
+    except MissingMandatoryValue as error:
+        raise ConfigError(
+            f"{error.full_key} is required (the config leaves it ???); set it, e.g. {error.full_key}=..."
+        ) from None
     except InstantiationException as error:
         cause = error.__cause__
         while isinstance(cause, InstantiationException):

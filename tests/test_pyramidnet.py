@@ -31,24 +31,29 @@ def count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def on_meta(builder, *args, **kw) -> nn.Module:
+    # Counting needs no memory and no initialisation.
+    with torch.device("meta"):
+        return builder(*args, **kw)
+
+
 @pytest.mark.parametrize(("depth", "alpha", "bottleneck"), list(REFERENCE_COUNTS))
 def test_parameter_count_equals_reference(depth, alpha, bottleneck):
-    assert count(PyramidNet(depth, alpha, bottleneck=bottleneck)) == REFERENCE_COUNTS[
-        (depth, alpha, bottleneck)
-    ]
+    model = on_meta(PyramidNet, depth, alpha, bottleneck=bottleneck)
+    assert count(model) == REFERENCE_COUNTS[(depth, alpha, bottleneck)]
 
 
 def test_paper_figures():
     # Han et al. 2017, Table 4: 110/alpha 48 basic 1.7M; 272/alpha 200 bottleneck 26.0M (the
     # official code builds 26.2M); the study: 196/alpha 48 just under the 2M budget.
-    assert count(pyramidnet110_a48()) == pytest.approx(1.7e6, rel=0.05)
-    assert count(pyramidnet272_a200()) == pytest.approx(26.0e6, rel=0.01)
-    assert count(pyramidnet196_a48()) < 2_000_000
+    assert count(on_meta(pyramidnet110_a48)) == pytest.approx(1.7e6, rel=0.05)
+    assert count(on_meta(pyramidnet272_a200)) == pytest.approx(26.0e6, rel=0.01)
+    assert count(on_meta(pyramidnet196_a48)) < 2_000_000
 
 
 def test_units_truncate_like_the_reference():
     # 196 fits neither 6n+2 nor 9n+2: the reference truncates to 21 bottleneck units per stage.
-    model = pyramidnet196_a48()
+    model = on_meta(pyramidnet196_a48)
     assert len(model.units) == 63
     assert model.num_features == (16 + 48) * 4
 
@@ -64,8 +69,7 @@ def test_widths_grow_additively_with_round_half_even():
 def test_shortcut_pads_channels_and_pools():
     model = PyramidNet(depth=20, alpha=12).eval()
     x = torch.randn(2, 3, 32, 32)
-    features = model.units(model.bn1(model.conv1(x)))
-    assert features.shape == (2, 28, 8, 8)
+    assert model.forward_features(x).shape == (2, 28, 8, 8)
     assert model(x).shape == (2, 10)
     assert not any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) for m in model.modules())
 
@@ -78,6 +82,11 @@ def test_initialisation_follows_reference():
     bn = model.units[0].bn1
     assert torch.equal(bn.weight, torch.ones_like(bn.weight))
     assert torch.equal(bn.bias, torch.zeros_like(bn.bias))
+    # The reference leaves the linear layer at PyTorch's default, U(-b, b) with b = 1/sqrt(fan_in),
+    # bias included (unlike ResNet, WRN, DenseNet and VGG, whose references zero it).
+    bound = model.fc.in_features**-0.5
+    assert model.fc.bias.abs().max() <= bound and model.fc.bias.abs().min() > 0
+    assert model.fc.weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.15)
 
 
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", "selu", "hardswish"])
@@ -111,7 +120,10 @@ def test_trains_one_step_with_finite_gradients():
         (dict(depth=7, alpha=48), "model.depth=7 is too small for basic units: need depth >= 8"),
         (dict(depth=10, alpha=48, bottleneck=True), "need depth >= 11"),
         (dict(depth=20, alpha=-1), "model.alpha=-1 must be >= 0"),
-        (dict(depth=20, alpha=4, act_layer="gelu"), "activation='gelu' is unknown; valid: relu, leaky_relu, selu, hardswish"),
+        (
+            dict(depth=20, alpha=4, act_layer="gelu"),
+            "activation='gelu' is unknown; valid: relu, leaky_relu, selu, hardswish",
+        ),
         (dict(depth=20, alpha=4, shakedrop=1.5), "model.shakedrop=1.5 must be in [0, 1]"),
     ],
 )

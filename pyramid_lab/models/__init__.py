@@ -1,5 +1,22 @@
-"""The model zoo: one file per family; every model takes ``num_classes`` and ``act_layer``."""
+"""The model zoo: one file per family (PyramidNet, ResNet, Wide ResNet, DenseNet, VGG).
 
+Every model is a :class:`ConvNet` and follows one contract. Its constructor takes the family's
+own arguments (``depth``, then ``alpha``, ``widen_factor``, ``growth_rate``, ...; positional), then,
+keyword-only and with the same defaults everywhere, ``num_classes=10``, ``in_chans=3``,
+``act_layer="relu"`` (a name, ``relu``, ``leaky_relu``, ``selu``, ``hardswish``, or a class, used for
+every activation) and ``norm_layer=nn.BatchNorm2d`` (called with the channel count, used for every
+norm). It exposes ``num_features``, ``forward_features(x)``: (B, in_chans, H, W) -> the unpooled
+(B, num_features, h, w) map, after the final norm and activation; ``forward_head(f)``: global
+average pooling, then the linear classifier ``fc`` -> (B, num_classes) logits (``pre_logits=True``:
+the pooled (B, num_features)); and
+``forward(x) = forward_head(forward_features(x))``. Weights are initialised by
+``layers.init_weights``, as each family's reference does. A variant (depth, alpha, ...) is defined
+once, by its builder here (``pyramidnet196_a48(**kw)``); conf/model/<name>.yaml names the builder
+(``_target_: pyramid_lab.models.<name>``) and does not repeat it. This package imports neither
+Lightning nor Hydra.
+"""
+
+from pyramid_lab.models.base import ConvNet
 from pyramid_lab.models.densenet import (
     DenseNet,
     densenet40_k12,
@@ -7,7 +24,7 @@ from pyramid_lab.models.densenet import (
     densenet_bc190_k40,
     densenet_bc250_k24,
 )
-from pyramid_lab.models.layers import ACTIVATION_NAMES, create_act, get_act_layer
+from pyramid_lab.models.layers import ACTIVATION_NAMES, create_act, get_act_layer, init_weights
 from pyramid_lab.models.pyramidnet import (
     PyramidNet,
     pyramidnet110_a4_75,
@@ -23,6 +40,7 @@ from pyramid_lab.models.vgg import VGG, vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn
 from pyramid_lab.models.wide_resnet import WideResNet, wrn16_4, wrn16_8, wrn28_10, wrn40_4
 
 __all__ = [
+    "ConvNet",
     "DenseNet",
     "densenet40_k12",
     "densenet_bc100_k12",
@@ -38,6 +56,7 @@ __all__ = [
     "ACTIVATION_NAMES",
     "create_act",
     "get_act_layer",
+    "init_weights",
     "ResNet",
     "resnet20",
     "resnet32",

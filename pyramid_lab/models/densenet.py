@@ -16,15 +16,8 @@ import torch
 from torch import nn
 
 from pyramid_lab.errors import ConfigError
-from pyramid_lab.models.layers import (
-    ActLayer,
-    NormLayer,
-    PreActHead,
-    conv1x1,
-    conv3x3,
-    get_act_layer,
-    init_weights,
-)
+from pyramid_lab.models.base import ConvNet
+from pyramid_lab.models.layers import ActLayer, NormLayer, conv1x1, conv3x3, get_act_layer, init_weights
 
 
 class DenseLayer(nn.Module):
@@ -62,9 +55,7 @@ class DenseLayer(nn.Module):
 class Transition(nn.Sequential):
     """BN-act-conv1x1-avgpool2x2 between dense blocks: (N, C, H, W) -> (N, C', H / 2, W / 2)."""
 
-    def __init__(
-        self, in_chs: int, out_chs: int, act_layer: ActLayer, norm_layer: NormLayer
-    ) -> None:
+    def __init__(self, in_chs: int, out_chs: int, act_layer: ActLayer, norm_layer: NormLayer) -> None:
         super().__init__(
             norm_layer(in_chs),
             act_layer(),
@@ -73,7 +64,7 @@ class Transition(nn.Sequential):
         )
 
 
-class DenseNet(nn.Module):
+class DenseNet(ConvNet):
     """DenseNet(-BC) for 32x32 inputs (Huang et al. 2017).
 
     The stem conv has 2k channels for DenseNet-BC (bottleneck and compression < 1) and 16
@@ -88,49 +79,51 @@ class DenseNet(nn.Module):
         compression: theta in (0, 1]: a transition keeps floor(theta * C) channels (DenseNet-C for
             theta < 1; 0.5 in DenseNet-BC).
         num_classes: outputs of the linear head.
+        in_chans: channels of the input images.
         act_layer: activation by name (see ``pyramid_lab.models.layers``) or constructor; used for
             every activation in the network.
         norm_layer: norm layer constructor, given the channel count.
 
     Shapes:
-        (N, 3, 32, 32) -> (N, num_classes) logits.
+        (B, in_chans, H, W) -> (B, num_classes) logits; features (B, num_features, H / 4, W / 4).
 
     Raises:
         ConfigError: for a depth that does not fit, a growth rate below 1, a compression outside
             (0, 1] or an unknown activation.
     """
 
+    # The final norm and the classifier were ``head.norm`` and ``head.fc`` before the models shared
+    # one head (pyramid_lab 0.1): checkpoints of that time still load.
+    legacy_keys = {"head.norm.": "bn_final.", "head.fc.": "fc."}
+
     def __init__(
         self,
-        depth: int = 100,
-        growth_rate: int = 12,
+        depth: int,
+        growth_rate: int,
         bottleneck: bool = True,
         compression: float = 0.5,
+        *,
         num_classes: int = 10,
+        in_chans: int = 3,
         act_layer: str | ActLayer = "relu",
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, in_chans)
         step = 6 if bottleneck else 3  # 3 blocks of n layers, each of 2 convs or 1
         if not isinstance(depth, int) or depth < step + 4 or (depth - 4) % step:
             rule = "6n+4 with n >= 1, e.g. 100" if bottleneck else "3n+4 with n >= 1, e.g. 40"
             raise ConfigError(
-                f"model.depth={depth} is invalid for DenseNet with bottleneck={bottleneck}; "
-                f"valid: {rule}"
+                f"model.depth={depth} is invalid for DenseNet with bottleneck={bottleneck}; valid: {rule}"
             )
         if not isinstance(growth_rate, int) or growth_rate < 1:
-            raise ConfigError(
-                f"model.growth_rate={growth_rate} is invalid; valid: an integer >= 1"
-            )
+            raise ConfigError(f"model.growth_rate={growth_rate} is invalid; valid: an integer >= 1")
         if not 0.0 < compression <= 1.0:
-            raise ConfigError(
-                f"model.compression={compression} is invalid; valid: 0 < compression <= 1"
-            )
+            raise ConfigError(f"model.compression={compression} is invalid; valid: 0 < compression <= 1")
         act_layer = get_act_layer(act_layer)
         n = (depth - 4) // step
 
         chs = 2 * growth_rate if bottleneck and compression < 1.0 else 16
-        self.stem = conv3x3(3, chs)
+        self.stem = conv3x3(in_chans, chs)
         features: list[nn.Module] = []
         for i in range(3):
             for _ in range(n):
@@ -141,11 +134,14 @@ class DenseNet(nn.Module):
                 features.append(Transition(chs, out_chs, act_layer, norm_layer))
                 chs = out_chs
         self.features = nn.Sequential(*features)
-        self.head = PreActHead(chs, num_classes, act_layer, norm_layer)
+        # The last dense layer ends on a conv (pre-activation): BN-act before the pooling.
+        self.bn_final = norm_layer(chs)
+        self.act_final = act_layer()
+        self._make_head(chs)
         init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.stem(x)))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act_final(self.bn_final(self.features(self.stem(x))))
 
 
 # Huang et al. 2017, Table 2.

@@ -9,14 +9,15 @@ same initialisation, so parameter counts and shapes equal the reference's for an
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pyramid_lab.errors import ConfigError
-from pyramid_lab.models.layers import ActLayer, conv1x1, conv3x3, get_act_layer
+from pyramid_lab.models.base import ConvNet
+from pyramid_lab.models.layers import ActLayer, NormLayer, conv1x1, conv3x3, get_act_layer, init_weights
 from pyramid_lab.models.shakedrop import ShakeDrop, linear_drop_probs
 
 
@@ -29,20 +30,35 @@ def add_zero_padded_shortcut(residual: torch.Tensor, shortcut: torch.Tensor) -> 
 
 
 class BasicUnit(nn.Module):
-    """BN - conv3x3 - BN - act - conv3x3 - BN (Han et al. 2017, Fig. 6(d))."""
+    """BN - conv3x3 - BN - act - conv3x3 - BN (Han et al. 2017, Fig. 6(d)).
+
+    Args:
+        in_chs: input channels.
+        width: the unit's channels; it outputs ``width * expansion`` of them.
+        stride: stride of the first conv and of the shortcut's pooling.
+        drop_prob: ShakeDrop probability of this unit; 0 disables it.
+        act_layer: zero-argument constructor of the activation.
+        norm_layer: constructor of the norm layer, given the channel count.
+    """
 
     expansion = 1
 
     def __init__(
-        self, in_channels: int, channels: int, stride: int, act_layer: ActLayer, drop_prob: float
+        self,
+        in_chs: int,
+        width: int,
+        stride: int,
+        drop_prob: float,
+        act_layer: ActLayer,
+        norm_layer: NormLayer,
     ) -> None:
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = conv3x3(in_channels, channels, stride)
-        self.bn2 = nn.BatchNorm2d(channels)
+        self.bn1 = norm_layer(in_chs)
+        self.conv1 = conv3x3(in_chs, width, stride)
+        self.bn2 = norm_layer(width)
         self.act = act_layer()
-        self.conv2 = conv3x3(channels, channels)
-        self.bn3 = nn.BatchNorm2d(channels)
+        self.conv2 = conv3x3(width, width)
+        self.bn3 = norm_layer(width)
         self.shake_drop = ShakeDrop(drop_prob) if drop_prob > 0 else nn.Identity()
         self.downsample = _downsample(stride)
 
@@ -54,21 +70,30 @@ class BasicUnit(nn.Module):
 
 
 class BottleneckUnit(nn.Module):
-    """BN - conv1x1 - BN - act - conv3x3 - BN - act - conv1x1 (x4) - BN (Han et al. 2017)."""
+    """BN - conv1x1 - BN - act - conv3x3 - BN - act - conv1x1 (x4) - BN (Han et al. 2017).
+
+    Args: as :class:`BasicUnit`; the output has ``4 * width`` channels.
+    """
 
     expansion = 4
 
     def __init__(
-        self, in_channels: int, channels: int, stride: int, act_layer: ActLayer, drop_prob: float
+        self,
+        in_chs: int,
+        width: int,
+        stride: int,
+        drop_prob: float,
+        act_layer: ActLayer,
+        norm_layer: NormLayer,
     ) -> None:
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = conv1x1(in_channels, channels)
-        self.bn2 = nn.BatchNorm2d(channels)
-        self.conv2 = conv3x3(channels, channels, stride)
-        self.bn3 = nn.BatchNorm2d(channels)
-        self.conv3 = conv1x1(channels, channels * self.expansion)
-        self.bn4 = nn.BatchNorm2d(channels * self.expansion)
+        self.bn1 = norm_layer(in_chs)
+        self.conv1 = conv1x1(in_chs, width)
+        self.bn2 = norm_layer(width)
+        self.conv2 = conv3x3(width, width, stride)
+        self.bn3 = norm_layer(width)
+        self.conv3 = conv1x1(width, width * self.expansion)
+        self.bn4 = norm_layer(width * self.expansion)
         self.act = act_layer()
         self.shake_drop = ShakeDrop(drop_prob) if drop_prob > 0 else nn.Identity()
         self.downsample = _downsample(stride)
@@ -104,32 +129,43 @@ def pyramid_widths(depth: int, alpha: float, bottleneck: bool) -> list[int]:
     return widths
 
 
-class PyramidNet(nn.Module):
+class PyramidNet(ConvNet):
     """PyramidNet for 32x32 images (CIFAR, CINIC-10), additive widening.
 
     Args:
         depth: total depth; ``(depth - 2) // 6`` basic or ``(depth - 2) // 9`` bottleneck units per
             stage, truncating as the reference does (196 bottleneck -> 21 units per stage).
         alpha: total widening over the network (float allowed), e.g. 48 in the study.
-        num_classes: output logits.
         bottleneck: bottleneck units (outputs 4x wider) instead of basic units.
         shakedrop: ShakeDrop perturbation probability of the last unit (``1 - p_L``; 0.5 in
             Yamada et al. 2018 and the study), decaying linearly to the first; 0 disables it.
-        act_layer: activation by name (relu, leaky_relu, selu, hardswish) or class.
+        num_classes: outputs of the linear head.
+        in_chans: channels of the input images.
+        act_layer: activation by name (relu, leaky_relu, selu, hardswish) or class; used for every
+            activation in the network.
+        norm_layer: norm layer constructor, given the channel count.
 
-    Input (B, 3, 32, 32) -> logits (B, num_classes).
+    Shapes:
+        (B, in_chans, H, W) -> logits (B, num_classes); features (B, num_features, H / 4, W / 4).
+
+    Raises:
+        ConfigError: for a depth too small for one unit per stage, a negative alpha, a ShakeDrop
+            probability outside [0, 1] or an unknown activation.
     """
 
     def __init__(
         self,
         depth: int,
         alpha: float,
-        num_classes: int = 10,
         bottleneck: bool = False,
         shakedrop: float = 0.0,
+        *,
+        num_classes: int = 10,
+        in_chans: int = 3,
         act_layer: str | ActLayer = "relu",
+        norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, in_chans)
         unit = BottleneckUnit if bottleneck else BasicUnit
         divisor = 9 if bottleneck else 6
         if (depth - 2) // divisor < 1:
@@ -142,71 +178,53 @@ class PyramidNet(nn.Module):
             raise ConfigError(f"model.alpha={alpha} must be >= 0 (the total widening, e.g. 48)")
         if not 0.0 <= shakedrop <= 1.0:
             raise ConfigError(f"model.shakedrop={shakedrop} must be in [0, 1] (0.5 in the study)")
-        if num_classes < 1:
-            raise ConfigError(f"model.num_classes={num_classes} must be >= 1")
-        act = get_act_layer(act_layer)
+        act_layer = get_act_layer(act_layer)
         self.depth, self.alpha, self.bottleneck = depth, alpha, bottleneck
 
         widths = pyramid_widths(depth, alpha, bottleneck)
         drop_probs = linear_drop_probs(shakedrop, len(widths))
         units_per_stage = len(widths) // 3
-        self.conv1 = conv3x3(3, 16)
-        self.bn1 = nn.BatchNorm2d(16)
-        units, in_channels = [], 16
-        for i, (width, drop_prob) in enumerate(zip(widths, drop_probs)):
+        self.conv1 = conv3x3(in_chans, 16)
+        self.bn1 = norm_layer(16)
+        units, in_chs = [], 16
+        for i, (width, drop_prob) in enumerate(zip(widths, drop_probs, strict=True)):
             stride = 2 if i in (units_per_stage, 2 * units_per_stage) else 1
-            units.append(unit(in_channels, width, stride, act, drop_prob))
-            in_channels = width * unit.expansion
+            units.append(unit(in_chs, width, stride, drop_prob, act_layer, norm_layer))
+            in_chs = width * unit.expansion
         self.units = nn.Sequential(*units)
-        self.bn_final = nn.BatchNorm2d(in_channels)
-        self.act_final = act()
-        self.fc = nn.Linear(in_channels, num_classes)
-        self.num_features = in_channels
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # As the reference: convs N(0, sqrt(2 / (k*k*out))) (He et al. 2015, fan-out), BN (1, 0);
-        # the linear head keeps PyTorch's default initialisation, as the reference does.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        # The units end on a norm without activation (pre-activation): the reference adds BN-ReLU.
+        self.bn_final = norm_layer(in_chs)
+        self.act_final = act_layer()
+        self._make_head(in_chs)
+        init_weights(self, linear_zero_bias=False)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> pooled features (B, num_features)."""
         x = self.units(self.bn1(self.conv1(x)))
-        x = self.act_final(self.bn_final(x))
-        # Global average pooling: the reference's AvgPool2d(8) on 32x32 inputs, for any size.
-        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.forward_features(x))
+        return self.act_final(self.bn_final(x))
 
 
-# The study's variants (PAPER.md, Tables 2 and 8) and the PyramidNet paper's own.
-def pyramidnet110_a48(**kwargs) -> PyramidNet:
-    return PyramidNet(depth=110, alpha=48, bottleneck=False, **kwargs)
+# The study's variants (docs/study.md, Tables 2 and 8) and the PyramidNet paper's own. Each is defined
+# here only: conf/model/<name>.yaml points to the builder and does not repeat depth or alpha.
+def pyramidnet110_a48(**kw: Any) -> PyramidNet:
+    return PyramidNet(depth=110, alpha=48, bottleneck=False, **kw)
 
 
-def pyramidnet110_a4_75(**kwargs) -> PyramidNet:
-    return PyramidNet(depth=110, alpha=4.75, bottleneck=False, **kwargs)
+def pyramidnet110_a4_75(**kw: Any) -> PyramidNet:
+    return PyramidNet(depth=110, alpha=4.75, bottleneck=False, **kw)
 
 
-def pyramidnet128_a64(**kwargs) -> PyramidNet:
+def pyramidnet128_a64(**kw: Any) -> PyramidNet:
     # Bottleneck: 1,970,726 parameters, inside the study's 2M budget (basic units: 3,053,137).
-    return PyramidNet(depth=128, alpha=64, bottleneck=True, **kwargs)
+    return PyramidNet(depth=128, alpha=64, bottleneck=True, **kw)
 
 
-def pyramidnet164_a48(**kwargs) -> PyramidNet:
-    return PyramidNet(depth=164, alpha=48, bottleneck=True, **kwargs)
+def pyramidnet164_a48(**kw: Any) -> PyramidNet:
+    return PyramidNet(depth=164, alpha=48, bottleneck=True, **kw)
 
 
-def pyramidnet196_a48(**kwargs) -> PyramidNet:
-    return PyramidNet(depth=196, alpha=48, bottleneck=True, **kwargs)
+def pyramidnet196_a48(**kw: Any) -> PyramidNet:
+    return PyramidNet(depth=196, alpha=48, bottleneck=True, **kw)
 
 
-def pyramidnet272_a200(**kwargs) -> PyramidNet:
-    return PyramidNet(depth=272, alpha=200, bottleneck=True, **kwargs)
+def pyramidnet272_a200(**kw: Any) -> PyramidNet:
+    return PyramidNet(depth=272, alpha=200, bottleneck=True, **kw)

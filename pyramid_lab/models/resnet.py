@@ -4,19 +4,20 @@ Three stages of ``n`` basic blocks at 32x32, 16x16 and 8x8 with 16, 32 and 64 ch
 conv of 16, global average pooling and a linear head: 6n + 2 weighted layers. Shortcuts are the
 paper's option A (identity; stride-2 subsampling and zero-padded channels where the shape changes),
 so shortcuts add no parameters: ResNet-20 has 0.27M and ResNet-110 1.7M (the paper's Table 6).
-
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pyramid_lab.errors import ConfigError
+from pyramid_lab.models.base import ConvNet
 from pyramid_lab.models.layers import ActLayer, NormLayer, conv3x3, get_act_layer, init_weights
+
 
 class ShortcutA(nn.Module):
     """Option-A shortcut (He et al. 2016, Sec. 4.2): subsample by ``stride``, zero-pad channels.
@@ -65,9 +66,7 @@ class BasicBlock(nn.Module):
         self.conv2 = conv3x3(out_chs, out_chs)
         self.bn2 = norm_layer(out_chs)
         self.shortcut = (
-            ShortcutA(in_chs, out_chs, stride)
-            if stride != 1 or in_chs != out_chs
-            else nn.Identity()
+            ShortcutA(in_chs, out_chs, stride) if stride != 1 or in_chs != out_chs else nn.Identity()
         )
         self.act2 = act_layer()
 
@@ -77,46 +76,47 @@ class BasicBlock(nn.Module):
         return self.act2(out + self.shortcut(x))
 
 
-class ResNet(nn.Module):
-    """CIFAR ResNet with option-A shortcuts (He et al. 2016, Sec. 4.2).
+class ResNet(ConvNet):
+    """CIFAR ResNet-(6n+2) with option-A shortcuts (He et al. 2016, Sec. 4.2).
 
     Args:
-        layers: basic blocks per stage, three positive ints; ``(n, n, n)`` is ResNet-(6n+2).
+        depth: 6n + 2 weighted layers, n basic blocks per stage (20, 32, 44, 56, 110 in the paper).
         num_classes: outputs of the linear head.
+        in_chans: channels of the input images.
         act_layer: activation by name (see ``pyramid_lab.models.layers``) or constructor; used for
             every activation in the network.
         norm_layer: norm layer constructor, given the channel count.
 
     Shapes:
-        (N, 3, 32, 32) -> (N, num_classes) logits. Other sizes work: the head pools globally.
+        (B, in_chans, H, W) -> (B, num_classes) logits; features (B, 64, H / 4, W / 4).
 
     Raises:
-        ConfigError: if ``layers`` is not three positive ints, or ``act_layer`` is unknown.
+        ConfigError: for a depth that is not 6n + 2, or an unknown activation.
     """
 
     widths = (16, 32, 64)
 
     def __init__(
         self,
-        layers: Sequence[int] = (3, 3, 3),
+        depth: int,
+        *,
         num_classes: int = 10,
+        in_chans: int = 3,
         act_layer: str | ActLayer = "relu",
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
-        layers = tuple(layers)
-        if len(layers) != 3 or not all(isinstance(n, int) and n > 0 for n in layers):
+        super().__init__(num_classes, in_chans)
+        if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
             raise ConfigError(
-                f"model.layers={list(layers)} is invalid; valid: three positive block counts "
-                "per stage, e.g. [3, 3, 3] (ResNet-20) or [18, 18, 18] (ResNet-110)"
+                f"model.depth={depth} is invalid for ResNet; valid: 6n+2 with n >= 1 "
+                "(8, 14, 20, 32, 44, 56, 110, ...)"
             )
         act_layer = get_act_layer(act_layer)
+        n = (depth - 2) // 6
 
-        self.stem = nn.Sequential(
-            conv3x3(3, self.widths[0]), norm_layer(self.widths[0]), act_layer()
-        )
+        self.stem = nn.Sequential(conv3x3(in_chans, self.widths[0]), norm_layer(self.widths[0]), act_layer())
         stages, in_chs = [], self.widths[0]
-        for i, (n, width) in enumerate(zip(layers, self.widths)):
+        for i, width in enumerate(self.widths):
             blocks = []
             for j in range(n):
                 stride = 2 if i > 0 and j == 0 else 1
@@ -124,31 +124,30 @@ class ResNet(nn.Module):
                 in_chs = width
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_chs, num_classes)
+        self._make_head(in_chs)
         init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem(x))
-        return self.fc(torch.flatten(self.pool(x), 1))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        # Post-activation blocks: the features already end on the activation.
+        return self.stages(self.stem(x))
 
 
 # He et al. 2016, Table 6: ResNet-(6n+2) for n = 3, 5, 7, 9, 18.
 def resnet20(**kw: Any) -> ResNet:
-    return ResNet(layers=(3, 3, 3), **kw)
+    return ResNet(depth=20, **kw)
 
 
 def resnet32(**kw: Any) -> ResNet:
-    return ResNet(layers=(5, 5, 5), **kw)
+    return ResNet(depth=32, **kw)
 
 
 def resnet44(**kw: Any) -> ResNet:
-    return ResNet(layers=(7, 7, 7), **kw)
+    return ResNet(depth=44, **kw)
 
 
 def resnet56(**kw: Any) -> ResNet:
-    return ResNet(layers=(9, 9, 9), **kw)
+    return ResNet(depth=56, **kw)
 
 
 def resnet110(**kw: Any) -> ResNet:
-    return ResNet(layers=(18, 18, 18), **kw)
+    return ResNet(depth=110, **kw)

@@ -2,8 +2,9 @@
 
 The convolutional part is the paper's configurations A, B, D and E (Table 1): 3x3 convs, each
 followed by BN and the activation, and five 2x2 max pools. On 32x32 inputs the last pool leaves a
-512x1x1 map, so the head is the common CIFAR one (e.g. kuangliu/pytorch-cifar): flatten 512, then
-one Linear(512, num_classes) instead of the paper's three fully connected layers of 4096.
+512x1x1 map, so the head is the common CIFAR one (e.g. kuangliu/pytorch-cifar): the 512 features
+(pooling a 1x1 map changes nothing), then one Linear(512, num_classes) instead of the paper's three
+fully connected layers of 4096.
 VGG-16 is 14.7M parameters.
 """
 
@@ -15,7 +16,8 @@ import torch
 from torch import nn
 
 from pyramid_lab.errors import ConfigError
-from pyramid_lab.models.layers import ActLayer, NormLayer, get_act_layer
+from pyramid_lab.models.base import ConvNet
+from pyramid_lab.models.layers import ActLayer, NormLayer, get_act_layer, init_weights
 
 # Output channels of each 3x3 conv, "M" for a 2x2 max pool (Simonyan & Zisserman 2015, Table 1).
 VGG_CFGS: dict[int, list[int | str]] = {
@@ -32,19 +34,20 @@ VGG_CFGS: dict[int, list[int | str]] = {
 }  # fmt: skip
 
 
-class VGG(nn.Module):
+class VGG(ConvNet):
     """VGG-BN for 32x32 inputs.
 
     Args:
         depth: 11, 13, 16 or 19 weighted layers (configurations A, B, D, E).
         num_classes: outputs of the linear head.
+        in_chans: channels of the input images.
         act_layer: activation by name (see ``pyramid_lab.models.layers``) or constructor; used for
             every activation in the network.
         norm_layer: norm layer constructor, given the channel count.
 
     Shapes:
-        (N, 3, 32, 32) -> (N, num_classes) logits. The head expects exactly 512 features, so the
-        input must be 32x32.
+        (B, in_chans, H, W) -> (B, num_classes) logits; features (B, 512, H / 32, W / 32), so H and
+        W must be at least 32 (on 32x32 the head's pooling of a 1x1 map changes nothing).
 
     Raises:
         ConfigError: for a depth without a configuration, or an unknown activation.
@@ -52,19 +55,21 @@ class VGG(nn.Module):
 
     def __init__(
         self,
-        depth: int = 16,
+        depth: int,
+        *,
         num_classes: int = 10,
+        in_chans: int = 3,
         act_layer: str | ActLayer = "relu",
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, in_chans)
         if depth not in VGG_CFGS:
             raise ConfigError(
                 f"model.depth={depth} is invalid for VGG; valid: {', '.join(map(str, VGG_CFGS))}"
             )
         act_layer = get_act_layer(act_layer)
         layers: list[nn.Module] = []
-        in_chs = 3
+        in_chs = in_chans
         for v in VGG_CFGS[depth]:
             if v == "M":
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
@@ -74,27 +79,15 @@ class VGG(nn.Module):
                 layers += [nn.Conv2d(in_chs, v, 3, padding=1), norm_layer(v), act_layer()]
                 in_chs = v
         self.features = nn.Sequential(*layers)
-        self.fc = nn.Linear(in_chs, num_classes)
-        self._init_weights()
+        self._make_head(in_chs)
+        init_weights(self, linear_std=0.01)
 
-    def _init_weights(self) -> None:
-        # torchvision's VGG init: He normal (fan_out) convs; the linear layer N(0, 0.01) as in the
-        # VGG paper (Sec. 3.1); all biases 0; BN weight 1.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.features(x), 1))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        # Post-activation: every conv is followed by norm and activation, then the max pool.
+        return self.features(x)
 
 
+# Simonyan & Zisserman 2015, Table 1 (configurations A, B, D, E) with batch norm.
 def vgg11_bn(**kw: Any) -> VGG:
     return VGG(depth=11, **kw)
 

@@ -9,7 +9,7 @@ Table 4 and Table 6).
 Why a file of its own rather than a width argument of ``resnet.ResNet``: the two share no block.
 The CIFAR ResNet is post-activation with parameter-free option-A shortcuts; WRN is pre-activation
 with 1x1 projection shortcuts, dropout inside the block and a final BN-act. Widening is still an
-argument (``widen_factor``), not a class; the conv helpers and the init come from ``resnet.py``.
+argument (``widen_factor``), not a class; the conv helpers and the init come from ``layers.py``.
 """
 
 from __future__ import annotations
@@ -20,15 +20,8 @@ import torch
 from torch import nn
 
 from pyramid_lab.errors import ConfigError
-from pyramid_lab.models.layers import (
-    ActLayer,
-    NormLayer,
-    PreActHead,
-    conv1x1,
-    conv3x3,
-    get_act_layer,
-    init_weights,
-)
+from pyramid_lab.models.base import ConvNet
+from pyramid_lab.models.layers import ActLayer, NormLayer, conv1x1, conv3x3, get_act_layer, init_weights
 
 
 class WideBasic(nn.Module):
@@ -64,9 +57,7 @@ class WideBasic(nn.Module):
         self.act2 = act_layer()
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.conv2 = conv3x3(out_chs, out_chs)
-        self.shortcut = (
-            conv1x1(in_chs, out_chs, stride) if stride != 1 or in_chs != out_chs else None
-        )
+        self.shortcut = conv1x1(in_chs, out_chs, stride) if stride != 1 or in_chs != out_chs else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.act1(self.bn1(x))
@@ -75,45 +66,50 @@ class WideBasic(nn.Module):
         return out + (x if self.shortcut is None else self.shortcut(pre))
 
 
-class WideResNet(nn.Module):
+class WideResNet(ConvNet):
     """WRN-d-k for 32x32 inputs (Zagoruyko & Komodakis 2016).
 
     Args:
         depth: d = 6n + 4 with n blocks of two convs per stage (the paper's convention).
         widen_factor: k; stage widths are 16k, 32k, 64k.
-        drop_rate: dropout between the convs of every block.
+        drop_rate: dropout between the convs of every block (the paper uses 0.3); 0 disables it.
         num_classes: outputs of the linear head.
+        in_chans: channels of the input images.
         act_layer: activation by name (see ``pyramid_lab.models.layers``) or constructor; used for
             every activation in the network.
         norm_layer: norm layer constructor, given the channel count.
 
     Shapes:
-        (N, 3, 32, 32) -> (N, num_classes) logits.
+        (B, in_chans, H, W) -> (B, num_classes) logits; features (B, 64k, H / 4, W / 4).
 
     Raises:
         ConfigError: for a depth that is not 6n + 4, a width below 1, a dropout outside [0, 1) or
             an unknown activation.
     """
 
+    # The final norm and the classifier were ``head.norm`` and ``head.fc`` before the models shared
+    # one head (pyramid_lab 0.1): checkpoints of that time still load.
+    legacy_keys = {"head.norm.": "bn_final.", "head.fc.": "fc."}
+
     def __init__(
         self,
-        depth: int = 28,
-        widen_factor: int = 10,
+        depth: int,
+        widen_factor: int,
         drop_rate: float = 0.0,
+        *,
         num_classes: int = 10,
+        in_chans: int = 3,
         act_layer: str | ActLayer = "relu",
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, in_chans)
         if not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
             raise ConfigError(
                 f"model.depth={depth} is invalid for WideResNet; valid: 6n+4 with n >= 1 "
                 "(10, 16, 22, 28, 34, 40, ...)"
             )
         if not isinstance(widen_factor, int) or widen_factor < 1:
-            raise ConfigError(
-                f"model.widen_factor={widen_factor} is invalid; valid: an integer >= 1"
-            )
+            raise ConfigError(f"model.widen_factor={widen_factor} is invalid; valid: an integer >= 1")
         if not 0.0 <= drop_rate < 1.0:
             raise ConfigError(f"model.drop_rate={drop_rate} is invalid; valid: 0 <= p < 1")
         act_layer = get_act_layer(act_layer)
@@ -121,7 +117,7 @@ class WideResNet(nn.Module):
         widths = (16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
 
         # No norm/act after the stem: the first block's pre-activation provides them.
-        self.stem = conv3x3(3, 16)
+        self.stem = conv3x3(in_chans, 16)
         stages, in_chs = [], 16
         for i, width in enumerate(widths):
             blocks = []
@@ -131,11 +127,14 @@ class WideResNet(nn.Module):
                 in_chs = width
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
-        self.head = PreActHead(in_chs, num_classes, act_layer, norm_layer)
+        # The last block ends on a conv (pre-activation): BN-act before the pooling, as the official code.
+        self.bn_final = norm_layer(in_chs)
+        self.act_final = act_layer()
+        self._make_head(in_chs)
         init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stages(self.stem(x)))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act_final(self.bn_final(self.stages(self.stem(x))))
 
 
 # Zagoruyko & Komodakis 2016, Tables 4-6.
