@@ -1,0 +1,12 @@
+"""A budget-aware, resumable Optuna search over the ablation space (docs/search.md).
+
+``python -m pyramid_lab experiment=search_budget`` runs it through the Hydra sweeper in
+``hydra_plugins/pyramid_lab_search``, which is a thin adapter over :mod:`pyramid_lab.search.sweep`.
+
+Modules: ``space`` (Hydra's sweep syntax -> Optuna distributions), ``study`` (storage, trial
+bookkeeping, resume), ``budget`` (parameter count before training), ``sweep`` (the ask-and-tell
+loop), ``pruning`` (the Lightning callback that reports ``val/acc`` per epoch), ``results``
+(``optimization_results.yaml`` and the winner's config), ``report`` (the report's search section)
+and ``summary`` (the Hydra callback that ends a search). ``space``, ``study``, ``results`` and
+``report`` import no torch; nothing is imported here, so that the report stays light.
+"""

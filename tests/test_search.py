@@ -1,0 +1,312 @@
+"""The Optuna search (experiment=search_budget): its space, the budget, pruning, resume and growth.
+
+The command-line tests run ``python -m pyramid_lab`` with the repository root on PYTHONPATH, so that
+Hydra finds the sweeper (``hydra_plugins/pyramid_lab_search``) even in an editable install made
+before setup.py listed ``hydra_plugins`` (a fresh ``pip install -e .`` finds it by itself). They fix
+a small PyramidNet (depth 20) and batches of 8 so that a trial is a few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from pyramid_lab.errors import ConfigError
+from pyramid_lab.runs.record import read_record
+from pyramid_lab.search.pruning import PRUNER_ATTR, TrialPruned
+from pyramid_lab.search.results import RESULTS_NAME, WINNER_NAME
+from pyramid_lab.search.space import parse_space
+from pyramid_lab.search.study import REASON, default_storage
+from pyramid_lab.search.sweep import Search, SearchSettings
+from tests.helpers import CONFIG_DIR, compose_config
+
+REPO = CONFIG_DIR.parent
+# A search a 2-core CPU runs in seconds per trial: the searched PyramidNet is fixed to depth 20 (its
+# width, unit type and every other axis are still searched), batches of 8, two steps, no logger.
+TINY_SEARCH = ["scale=smoke", "model.depth=20", "data.batch_size=8", "logger=none", "~callbacks.progress_bar"]
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def search_config():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        return compose("config", overrides=["experiment=search_budget"], return_hydra_config=True)
+
+
+def test_the_space_reads_hydra_optuna_syntax_and_sam_alone_gets_rho():
+    sweeper = search_config().hydra.sweeper
+    space = parse_space(sweeper.params, ["scale=smoke", "data.batch_size=8"], sweeper.conditions)
+    d = space.distributions
+    assert d["model.depth"] == IntDistribution(20, 200, step=18)  # range(20, 201, 18): 201 excluded
+    assert d["model.alpha"] == IntDistribution(8, 96, log=True)
+    assert d["optimizer.lr"] == FloatDistribution(0.01, 0.5, log=True)
+    assert d["optimizer.weight_decay"].log and d["module.label_smoothing"] == FloatDistribution(0.0, 0.2)
+    assert d["optimizer"] == CategoricalDistribution(["sgd", "sam"])
+    assert d["model.bottleneck"] == CategoricalDistribution([True, False])
+    assert "data.batch_size" not in d and space.fixed == ["scale=smoke", "data.batch_size=8"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    parser = OverridesParser.create()
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        values = space.sample(trial)
+        assert ("optimizer.rho" in values) == (values["optimizer"] == "sam")
+        # Every override reads back, through Hydra's parser, as the value sampled.
+        parsed = {o.get_key_element(): o.value() for o in parser.parse_overrides(space.overrides(values))}
+        assert {k: parsed[k] for k in values} == values
+        seen.add(values["optimizer"])
+        study.tell(trial, 0.5)
+    assert seen == {"sgd", "sam"}
+
+
+def test_a_search_refuses_the_test_set_and_bad_settings(tmp_path):
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    settings = {
+        "n_trials": 3,
+        "n_jobs": 1,
+        "storage": None,
+        "study_name": "s",
+        "direction": "maximize",
+        "objective": "val/acc_best",
+        "sampler": {},
+        "pruner": {},
+        "params": {},
+        "conditions": {},
+        "heartbeat_interval": None,
+    }
+    with pytest.raises(ConfigError, match="objective=test/acc: a search must not select on the test set"):
+        Search(SearchSettings(**{**settings, "objective": "test/acc"}), config, None, None)
+    with pytest.raises(ConfigError, match="one direction per objective"):
+        Search(SearchSettings(**{**settings, "objective": ["val/acc_best", "params"]}), config, None, None)
+    with pytest.raises(ConfigError, match=r"conditions.optimizer.rho=lr=1: write 'PARENT=VALUE"):
+        parse_space({"optimizer.rho": "interval(0.01, 0.5)"}, [], {"optimizer.rho": "lr=1"})
+
+
+@pytest.mark.slow
+def test_the_pruning_callback_stops_a_hopeless_run_after_its_epoch(tmp_path):
+    from pyramid_lab.train import train
+
+    storage = default_storage(tmp_path)
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    # A pruner that prunes any val/acc below 1.1, i.e. every run, at its first epoch.
+    study.set_user_attr(PRUNER_ATTR, {"_target_": "optuna.pruners.ThresholdPruner", "lower": 1.1})
+    trial = study.ask()
+    cfg = compose_config(
+        [
+            "experiment=search_budget",
+            *TINY_SEARCH,
+            "model.alpha=4",
+            "trainer.max_steps=-1",
+            "trainer.max_epochs=3",
+            "trainer.limit_train_batches=1",
+            f"search.storage='{storage}'",
+            "search.study_name=s",
+            f"search.trial={trial.number}",
+        ],
+        tmp_path / "run",
+    )
+    with pytest.raises(TrialPruned, match="pruned by ThresholdPruner after epoch 1: val/acc="):
+        train(cfg)
+    frozen = study.trials[0]
+    assert list(frozen.intermediate_values) == [0] and "ThresholdPruner" in frozen.user_attrs[REASON]
+    record = read_record(tmp_path / "run")
+    assert record["epochs"] == 1 and len(record["history"]) == 1  # stopped after 1 of 3 epochs
+    assert "pruned by ThresholdPruner" in record["error"]
+    # train() records the status of the RunStopped that ended the run.
+    assert record["status"] == "pruned"
+
+
+def run_search(
+    sweep_dir: Path, *overrides: str, wait: bool = True
+) -> subprocess.CompletedProcess | subprocess.Popen:
+    command = [
+        sys.executable,
+        "-m",
+        "pyramid_lab",
+        "experiment=search_budget",
+        *TINY_SEARCH,
+        f"hydra.sweep.dir={sweep_dir}",
+        *overrides,
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    if not wait:
+        return subprocess.Popen(
+            command,
+            cwd=sweep_dir.parent,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return subprocess.run(
+        command, check=False, cwd=sweep_dir.parent, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def load_study(sweep_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name="search_budget", storage=default_storage(sweep_dir))
+
+
+def states(study: optuna.Study) -> dict[int, str]:
+    return {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+
+
+@pytest.mark.slow
+def test_a_search_grows_and_resumes_after_sigkill_without_repeating_trials(tmp_path):
+    sweep = tmp_path / "search"
+    first = run_search(sweep, "hydra.sweeper.n_trials=3")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "search_budget: 3 complete, 0 pruned, 0 fail" in first.stdout
+    results = OmegaConf.load(sweep / RESULTS_NAME)
+    assert 0 <= results.best_value <= 1 and set(results.best_params) >= {
+        "model.alpha",
+        "optimizer",
+        "scheduler",
+    }
+    assert results.best_value == max(read_record(sweep / str(n))["val/acc_best"] for n in range(3))
+    finished = {n: (sweep / str(n) / "metrics.json").stat().st_mtime_ns for n in range(3)}
+
+    # Raise n_trials to 5 and SIGKILL the search while its second new trial runs.
+    search = run_search(sweep, "hydra.sweeper.n_trials=5", wait=False)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and states(load_study(sweep)).get(4) != "RUNNING":
+            time.sleep(0.5)
+        assert states(load_study(sweep)) == {
+            0: "COMPLETE",
+            1: "COMPLETE",
+            2: "COMPLETE",
+            3: "COMPLETE",
+            4: "RUNNING",
+        }
+    finally:
+        os.killpg(search.pid, signal.SIGKILL)
+        search.wait()
+
+    again = run_search(sweep, "hydra.sweeper.n_trials=5")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    # Trial 4 died with its process: failed, and its slot ran again as trial 5; nothing is left running.
+    assert states(load_study(sweep)) == {
+        0: "COMPLETE",
+        1: "COMPLETE",
+        2: "COMPLETE",
+        3: "COMPLETE",
+        4: "FAIL",
+        5: "COMPLETE",
+    }
+    assert {n: (sweep / str(n) / "metrics.json").stat().st_mtime_ns for n in range(3)} == finished
+    assert "search_budget: 5 complete, 0 pruned, 1 fail" in again.stdout
+
+    # The winner's config is a primary config: it composes as is, trains on train + validation,
+    # and builds the best trial's model.
+    best = OmegaConf.load(sweep / RESULTS_NAME)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(sweep)):
+        winner = compose(
+            WINNER_NAME.removesuffix(".yaml"), overrides=[f"hydra.searchpath=[file://{CONFIG_DIR}]"]
+        )
+    assert (
+        winner.data.merge_val is True and "optuna_pruning" not in winner.callbacks and "search" not in winner
+    )
+    assert winner.model.alpha == best.best_params["model.alpha"] and winner.model.depth == 20
+    assert read_record(best.best_run_dir)["params"] == load_study(sweep).best_trial.user_attrs["params"]
+
+
+@pytest.mark.slow
+def test_every_model_over_a_tiny_budget_is_pruned_before_training(tmp_path):
+    sweep = tmp_path / "search"
+    result = run_search(sweep, "hydra.sweeper.n_trials=3", "budget.max_params=1000")
+    assert result.returncode == 1 and "no trial completed" in result.stderr
+    assert "search_budget: 0 complete, 3 pruned, 0 fail" in result.stdout
+    study = load_study(sweep)
+    for trial in study.trials:
+        assert trial.state == TrialState.PRUNED and not trial.intermediate_values
+        assert trial.user_attrs[REASON].endswith("over budget.max_params=1,000: not trained")
+        record = read_record(sweep / str(trial.number))
+        assert record["status"] == "pruned" and record["epochs"] == 0 and record["params"] > 1000
+        # No job ran: no checkpoint, no config, no log of a run in the trial's folder.
+        assert sorted(p.name for p in (sweep / str(trial.number)).iterdir()) == ["metrics.json"]
+
+
+def fake_search(sweep: Path) -> None:
+    """A study as the sweeper leaves it: completed, pruned by val/acc, over budget and failed trials."""
+    sweep.mkdir()
+    storage = default_storage(sweep)
+    study = optuna.create_study(storage=storage, study_name="search_budget", direction="maximize")
+    outcomes = [
+        (0.6, 300_000),
+        (0.9, 900_000),
+        (0.7, 1_500_000),
+        ("pruned", 500_000),
+        ("budget", 3_000_000),
+        ("fail", 0),
+    ]
+    for outcome, params in outcomes:
+        trial = study.ask(
+            {
+                "model.alpha": IntDistribution(8, 96, log=True),
+                "optimizer": CategoricalDistribution(["sgd", "sam"]),
+            }
+        )
+        trial.set_user_attr("params", params)
+        trial.set_user_attr("max_params", 2_000_000)
+        if outcome == "pruned":
+            trial.report(0.2, 0)
+            trial.set_user_attr(REASON, "pruned by MedianPruner after epoch 1")
+            study.tell(trial, state=TrialState.PRUNED)
+        elif outcome == "budget":
+            trial.set_user_attr(REASON, "3,000,000 parameters, over budget.max_params=2,000,000: not trained")
+            study.tell(trial, state=TrialState.PRUNED)
+        elif outcome == "fail":
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, outcome)
+    (sweep / RESULTS_NAME).write_text(
+        f"name: optuna\nbest_value: 0.9\nbest_trial: 1\nobjective: val/acc_best\nstudy_name: search_budget\n"
+        f"storage: {storage}\nbest_config: {sweep / WINNER_NAME}\n"
+    )
+
+
+@pytest.mark.slow
+def test_the_report_section_draws_a_search_without_importing_torch(tmp_path):
+    fake_search(tmp_path / "search")
+    # The report's path imports no torch: run it as the report would, in a fresh interpreter.
+    code = (
+        "import sys; from pyramid_lab.search.report import find_searches, write_search_section; "
+        f"[print(write_search_section(d, {str(tmp_path / 'out')!r})) "
+        f"for d in find_searches({str(tmp_path)!r})]; "
+        "assert 'torch' not in sys.modules, 'the report imported torch'"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout
+    assert "6 trials: 3 completed, 2 pruned (1 over the parameter budget before training), 1 failed" in text
+    assert "optuna-dashboard sqlite:///" in text and "val/acc_best = 90.00%" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    # The top trials, best first: rank, trial number, val/acc_best (%), parameters.
+    assert [row.split(" | ")[:4] for row in rows] == [
+        ["| 1", "1", "90.00", "900,000"],
+        ["| 2", "2", "70.00", "1,500,000"],
+        ["| 3", "0", "60.00", "300,000"],
+    ]
+    for name in ("search_history.png", "search_importances.png", "search_size.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 10_000
