@@ -209,6 +209,10 @@ def test_csv_has_raw_numbers_and_reasons(sweeps):
     exp = rows[("table3_schedulers", "exp")]
     assert exp["test_acc_pct"] == "" and exp["status"] == "failed" and "scheduler.gamma=-1" in exp["error"]
     assert len(rows) == 7
+    # Runs without test predictions (older runs): the comparison columns are blank, not errors.
+    assert multistep["verdict"] == "baseline" and multistep["delta"] == ""
+    cosine = rows[("table3_schedulers", "cosine")]
+    assert cosine["baseline"] == "multistep" and cosine["delta"] == cosine["p_value"] == ""
     assert not (sweeps / "results.md").exists()  # --out: nothing written into DIR
 
 
@@ -368,12 +372,15 @@ def test_out_must_be_a_folder(sweeps, capsys):
     assert main([str(sweeps / "multirun" / "2026-11-28"), "--out", str(sweeps / "taken")]) == 2
     assert (
         capsys.readouterr().err
-        == f"error: --out {sweeps / 'taken'} is a file; expected a folder for results.md, results.csv and the PNGs\n"
+        == f"error: --out {sweeps / 'taken'} is a file; expected a folder for results.md, "
+        "results.csv and the PNGs\n"
     )
 
 
 def test_study_numbers_only_beside_runs_on_the_study_data():
-    on_digits = Run.from_record(record("completed", "table3_schedulers", "cosine", **{"test/acc": 0.9, "dataset": "Digits"}))
+    on_digits = Run.from_record(
+        record("completed", "table3_schedulers", "cosine", **{"test/acc": 0.9, "dataset": "Digits"})
+    )
     on_cinic = Run.from_record(record("completed", "table3_schedulers", "cosine", **{"test/acc": 0.9}))
     assert build_tables([on_digits])[0].rows[0].study is None
     assert build_tables([on_cinic])[0].rows[0].study == pytest.approx(88.563)

@@ -1,11 +1,14 @@
 """Reports on runs: every metrics.json under a folder -> the study's tables and figures.
 
-``python -m pyramid_lab.report DIR`` writes ``results.md``, ``results.csv``, ``curves.png`` and
-``<table>.png`` into DIR. The same steps from Python (a notebook)::
+``python -m pyramid_lab.report DIR`` writes ``results.md``, ``results.csv``, ``curves.png``,
+``<table>.png`` and ``<table>_effects.png`` into DIR. Every row is compared with its table's
+baseline row on the same test images (``significance``: a bootstrap interval and McNemar's test,
+Holm-corrected). The same steps from Python (a notebook)::
 
     runs = load_runs("multirun/2026-11-28/10-00-00")
     tables = build_tables(runs)
     plot_curves(tables[0].runs, "train/acc")
+    plot_effects(tables[0])
     paths = write_report("multirun/2026-11-28/10-00-00")
 """
 
@@ -18,18 +21,33 @@ from pyramid_lab.report.collect import (
     collect_runs,
 )
 from pyramid_lab.report.figures import (
+    effects_figure,
     plot_curves,
+    plot_effects,
     plot_test_accuracy,
     study_figure,
     table_figure,
 )
 from pyramid_lab.report.render import csv_text, markdown_table, terminal_text
+from pyramid_lab.report.significance import (
+    Effect,
+    Pair,
+    Predictions,
+    compare,
+    holm,
+    load_predictions,
+)
+from pyramid_lab.report.study import BASELINE_ROWS, smallest_detectable_difference
 from pyramid_lab.report.tables import Row, Table, build_tables
 from pyramid_lab.report.write import ReportPaths, ReportWarning, load_runs, write_report
 
 __all__ = [
+    "BASELINE_ROWS",
     "UNTABLED",
     "Collected",
+    "Effect",
+    "Pair",
+    "Predictions",
     "RecordError",
     "ReportError",
     "ReportPaths",
@@ -39,11 +57,17 @@ __all__ = [
     "Table",
     "build_tables",
     "collect_runs",
+    "compare",
     "csv_text",
+    "effects_figure",
+    "holm",
+    "load_predictions",
     "load_runs",
     "markdown_table",
     "plot_curves",
+    "plot_effects",
     "plot_test_accuracy",
+    "smallest_detectable_difference",
     "study_figure",
     "table_figure",
     "terminal_text",

@@ -1,6 +1,6 @@
 """Find every run record (``metrics.json``) under a folder and check it before anything reads it.
 
-A record is the one file a run leaves for reports (pyramid_lab.record). A folder may be one run, a
+A record is the one file a run leaves for reports (pyramid_lab.runs.record). A folder may be one run, a
 Hydra multirun folder (``multirun/<date>/<time>/<job>/metrics.json``) or several sweeps nested at
 any depth. Records that cannot be used are reported as one line each, never silently skipped.
 """
@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pyramid_lab.record_file import RECORD_NAME, STATUSES
+from pyramid_lab.report.significance import PREDICTIONS_NAME
+from pyramid_lab.runs.record import RECORD_NAME, STATUSES, latest_completed
 
 # Table name for runs that were not made by a table sweep (their record has no ``table``).
 UNTABLED = "runs"
@@ -37,7 +38,7 @@ class Run:
 
     Attributes:
         path: the metrics.json file (None for a record built in memory).
-        status: one of pyramid_lab.record.STATUSES.
+        status: one of pyramid_lab.runs.record.STATUSES.
         table: the table sweep it belongs to (``table`` in the record), or "runs".
         row: the swept value (``row`` in the record), or the overrides that set it apart.
         seed: the ``seed`` field, or the ``seed=`` override; None when neither is there.
@@ -47,6 +48,9 @@ class Run:
         error: why the run stopped, for failed, diverged and interrupted runs.
         overrides: the command-line overrides that made the run.
         history: per-epoch dicts (``epoch``, ``train/loss``, ``train/acc``, ``val/acc``, ...).
+        test_acc_ensemble: the snapshot ensemble's test accuracy (fraction), None without one.
+        acc_per_class: test accuracy (fraction) per class name, None in records without it.
+        predictions: the run's test_predictions.npz, None when it left none (older runs).
     """
 
     path: Path | None
@@ -63,6 +67,14 @@ class Run:
     error: str | None = None
     overrides: tuple[str, ...] = ()
     history: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    test_acc_ensemble: float | None = None
+    acc_per_class: dict[str, float] | None = field(default=None, repr=False)
+    predictions: Path | None = None
+
+    @property
+    def folder(self) -> Path | None:
+        """The run folder (where metrics.json and the run's pictures are)."""
+        return None if self.path is None else self.path.parent
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], path: Path | None = None) -> Run:
@@ -81,9 +93,16 @@ class Run:
             raise RecordError(f"status {status!r} is not one of {', '.join(STATUSES)}")
         numbers = {
             key: _number(record, key)
-            for key in ("test/acc", "val/acc_best", "params", "epochs", "wall_time_s")
+            for key in (
+                "test/acc",
+                "val/acc_best",
+                "test/acc_ensemble",
+                "params",
+                "epochs",
+                "wall_time_s",
+            )
         }
-        for key in ("test/acc", "val/acc_best"):
+        for key in ("test/acc", "val/acc_best", "test/acc_ensemble"):
             value = numbers[key]
             if value is not None and not 0.0 <= value <= 1.0:
                 raise RecordError(f"'{key}' is {value}, expected a fraction in [0, 1]")
@@ -95,6 +114,7 @@ class Run:
         history = record.get("history") or []
         if not isinstance(history, list) or not all(isinstance(h, Mapping) for h in history):
             raise RecordError("'history' must be a list of per-epoch objects")
+        per_class = _per_class(record.get("test/acc_per_class"))
         seed = record.get("seed", _override_value(overrides, "seed"))
         row = record.get("row")
         return cls(
@@ -112,6 +132,9 @@ class Run:
             error=None if record.get("error") is None else str(record["error"]),
             overrides=tuple(overrides),
             history=tuple(dict(h) for h in history),
+            test_acc_ensemble=numbers["test/acc_ensemble"],
+            acc_per_class=per_class,
+            predictions=_predictions_beside(path),
         )
 
 
@@ -123,6 +146,8 @@ class Collected:
     runs: list[Run]
     problems: list[str]
     files: int
+    # One line per run reported from an earlier attempt than its latest (which did not complete).
+    notes: list[str] = field(default_factory=list)
 
 
 def collect_runs(root: str | Path) -> Collected:
@@ -142,13 +167,18 @@ def collect_runs(root: str | Path) -> Collected:
     files = sorted(root.rglob(RECORD_NAME), key=_natural_key)
     if not files:
         raise ReportError(f"no {RECORD_NAME} anywhere under {root}; {expected}")
-    runs, problems = [], []
+    runs, problems, notes = [], [], []
     for file in files:
         try:
-            runs.append(Run.from_record(_read_json(file), path=file))
+            # A rerun that failed after an earlier attempt completed: report the completed one.
+            record, note = latest_completed(_read_json(file))
+            runs.append(Run.from_record(record, path=file))
         except RecordError as error:
             problems.append(f"{file}: {error}")
-    return Collected(root=root, runs=label_rows(runs), problems=problems, files=len(files))
+            continue
+        if note:
+            notes.append(f"{file}: reported from {note}")
+    return Collected(root=root, runs=label_rows(runs), problems=problems, files=len(files), notes=notes)
 
 
 def label_rows(runs: list[Run]) -> list[Run]:
@@ -164,7 +194,7 @@ def label_rows(runs: list[Run]) -> list[Run]:
             unlabelled.setdefault(run.table, []).append(run)
     labels: dict[int, str] = {}
     for group in unlabelled.values():
-        kept = [[o for o in run.overrides if _describes_row(o)] for run in group]
+        kept = [[o for o in run.overrides if describes_row(o)] for run in group]
         shared = set.intersection(*(set(k) for k in kept)) if len(group) > 1 else set()
         for run, overrides in zip(group, kept):
             labels[id(run)] = (
@@ -180,6 +210,25 @@ def _read_json(file: Path) -> Any:
         raise RecordError(f"not valid JSON ({error})") from None
     except (OSError, UnicodeDecodeError) as error:
         raise RecordError(f"cannot be read ({error})") from None
+
+
+def _per_class(value: Any) -> dict[str, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(_is_fraction(v) for v in value.values()):
+        raise RecordError("'test/acc_per_class' must map class names to fractions in [0, 1]")
+    return {str(name): float(v) for name, v in value.items()}
+
+
+def _is_fraction(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+
+def _predictions_beside(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    file = path.parent / PREDICTIONS_NAME
+    return file if file.is_file() else None
 
 
 def _number(record: Mapping[str, Any], key: str) -> float | None:
@@ -210,7 +259,8 @@ def _override_value(overrides: list[str], key: str) -> str | None:
     return None
 
 
-def _describes_row(override: str) -> bool:
+def describes_row(override: str) -> bool:
+    """Whether an override says what a run trains (not its seed, nor where it wrote)."""
     name = override.lstrip("+~").partition("=")[0]
     return name not in ("seed", "hydra", "paths") and not name.startswith(_WHERE_PREFIXES)
 

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from pyramid_lab.report.collect import Run
+from pyramid_lab.report.pictures import save_png
 from pyramid_lab.report.tables import Table
 
 if TYPE_CHECKING:
@@ -83,7 +84,14 @@ def plot_curves(runs: Sequence[Run], metric: str = "train/acc", ax: Axes | None 
     if colours:
         ax.legend(fontsize="small")
     else:
-        ax.text(0.5, 0.5, "no per-epoch history", ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "no per-epoch history",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
     return ax
 
 
@@ -130,6 +138,65 @@ def plot_test_accuracy(table: Table, ax: Axes | None = None) -> Axes:
     return ax
 
 
+_VERDICT_COLOURS = {"better": "C2", "worse": "C3"}
+
+
+def plot_effects(table: Table, ax: Axes | None = None) -> Axes:
+    """Each row's difference from the table's baseline (points) with its 95% interval, a line at
+    zero, and the study's own difference (its row − its baseline) as a marker where it has one.
+
+    Rows that could not be compared (no test predictions) are listed without a point.
+    """
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        ax = plt.subplots(figsize=_PANEL_SIZE, layout="constrained")[1]
+    rows = [row for row in table.rows if row.baseline is not None]
+    ys = list(range(len(rows)))[::-1]  # the table's order, top to bottom
+    labels = []
+    for y, row in zip(ys, rows):
+        effect = row.effect
+        labels.append(row.row if effect is not None else f"{row.row} (not compared)")
+        if effect is not None:
+            colour = _VERDICT_COLOURS.get(effect.verdict, "C0")
+            ax.errorbar(
+                effect.delta,
+                y,
+                xerr=[[effect.delta - effect.ci_low], [effect.ci_high - effect.delta]],
+                fmt="o",
+                color=colour,
+                capsize=4,
+                label=effect.verdict,
+            )
+        if row.study_delta is not None:
+            ax.plot(
+                row.study_delta,
+                y,
+                "D",
+                color="black",
+                markerfacecolor="none",
+                label="study",
+            )
+    ax.axvline(0.0, color="grey", linewidth=1)
+    ax.set_yticks(ys, labels, fontsize="small")
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel(f"test accuracy − {table.baseline} (points)")
+    ax.set_title(f"{table.name}: difference from {table.baseline}, 95% interval")
+    ax.grid(axis="x", alpha=0.3)
+    handles = dict(zip(*ax.get_legend_handles_labels()[::-1]))  # one entry per label
+    if handles:
+        ax.legend(handles.values(), handles.keys(), fontsize="small")
+    return ax
+
+
+def effects_figure(table: Table) -> Figure:
+    """``<table>_effects.png``: plot_effects on a figure sized to the table's rows."""
+    rows = sum(row.baseline is not None for row in table.rows)
+    figure = Figure(figsize=(_PANEL_SIZE[0] * 1.4, 1.2 + 0.45 * max(rows, 2)), layout="constrained")
+    plot_effects(table, ax=figure.subplots())
+    return figure
+
+
 def draw_table(table: Table, axes: Sequence[Axes]) -> None:
     """The three panels of one table: train accuracy, train loss, test accuracy per row."""
     plot_curves(table.runs, "train/acc", ax=axes[0])
@@ -158,11 +225,25 @@ def write_figures(tables: Sequence[Table], out_dir: Path) -> tuple[Path, dict[st
     """Write ``curves.png`` and ``<table>.png`` per table into out_dir; returns their paths."""
     paths = {}
     for table in tables:
-        paths[table.name] = out_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', table.name)}.png"
-        table_figure(table).savefig(paths[table.name], dpi=110)
+        paths[table.name] = out_dir / f"{_file_name(table.name)}.png"
+        save_png(table_figure(table), paths[table.name], dpi=110)
     curves = out_dir / "curves.png"
-    study_figure(tables).savefig(curves, dpi=90)
+    save_png(study_figure(tables), curves, dpi=90)
     return curves, paths
+
+
+def write_effect_figures(tables: Sequence[Table], out_dir: Path) -> dict[str, Path]:
+    """Write ``<table>_effects.png`` for every table with a baseline row; returns their paths."""
+    paths = {}
+    for table in tables:
+        if table.baseline is not None and any(row.baseline is not None for row in table.rows):
+            paths[table.name] = out_dir / f"{_file_name(table.name)}_effects.png"
+            save_png(effects_figure(table), paths[table.name], dpi=110)
+    return paths
+
+
+def _file_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 def _is_number(value: object) -> bool:

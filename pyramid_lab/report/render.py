@@ -7,6 +7,14 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
+from pyramid_lab.report.render_effects import (
+    EFFECT_NOTE,
+    detectable_text,
+    effects_table,
+    per_class_table,
+    pictures_list,
+    study_claims_text,
+)
 from pyramid_lab.report.tables import Row, Table
 
 COLUMNS = (
@@ -33,6 +41,15 @@ CSV_COLUMNS = (
     "val_acc_best_pct_std",
     "study_test_acc_pct",
     "diff_pts",
+    "baseline",
+    "delta",
+    "delta_ci_low",
+    "delta_ci_high",
+    "p_value",
+    "p_value_raw",
+    "verdict",
+    "n_pairs",
+    "study_delta_pts",
     "params",
     "epochs_min",
     "epochs_max",
@@ -57,19 +74,62 @@ def markdown_table(table: Table) -> str:
 
 
 def terminal_text(tables: Sequence[Table]) -> str:
-    """What the report prints: each table under its name."""
-    return "\n\n".join(f"{table.name} ({len(table.runs)} runs)\n{markdown_table(table)}" for table in tables)
+    """What the report prints: each table under its name, then its rows against its baseline."""
+    parts = []
+    for table in tables:
+        text = f"{table.name} ({len(table.runs)} runs)\n{markdown_table(table)}"
+        effects = effects_table(table, _md)
+        if effects:
+            text += f"\nagainst {table.baseline}:\n{effects}"
+        parts.append(text)
+    return "\n\n".join(parts)
 
 
 def markdown_document(
-    tables: Sequence[Table], source: Path, figures: dict[str, Path], problems: Sequence[str]
+    tables: Sequence[Table],
+    source: Path,
+    figures: dict[str, Path],
+    problems: Sequence[str],
+    effect_figures: dict[str, Path] | None = None,
+    out_dir: Path | None = None,
 ) -> str:
-    """results.md: a section per table with its figure, and the records that could not be read."""
-    parts = [f"# Results: {source}", "", NOTE, "", "Figures: all tables in [curves.png](curves.png)."]
+    """results.md: a section per table (its rows, each row against the baseline, per-class
+    accuracy, figures, links to each run's pictures), and the records that could not be read."""
+    effect_figures = effect_figures or {}
+    out_dir = out_dir or source
+    parts = [f"# Results: {source}", "", NOTE, "", EFFECT_NOTE, "", study_claims_text()]
+    parts += ["", "Figures: all tables in [curves.png](curves.png)."]
     for table in tables:
         parts += ["", f"## {table.name}", "", markdown_table(table)]
+        effects = effects_table(table, _md)
+        if effects:
+            parts += [
+                "",
+                f"Against the baseline row, {_md(table.baseline or '')}:",
+                "",
+                effects,
+            ]
+        detectable = detectable_text(table)
+        if detectable:
+            parts += ["", detectable]
+        if table.notes:
+            parts += ["", *(f"- {_md(note)}" for note in table.notes)]
+        if table.name in effect_figures:
+            name = effect_figures[table.name].name
+            parts += ["", f"![{table.name}: differences from the baseline]({name})"]
         if table.name in figures:
             parts += ["", f"![{table.name}]({figures[table.name].name})"]
+        per_class = per_class_table(table, _md)
+        if per_class:
+            parts += [
+                "",
+                "Test accuracy per class (%, mean over seeds):",
+                "",
+                per_class,
+            ]
+        pictures = pictures_list(table, out_dir, _md)
+        if pictures:
+            parts += ["", "Each run's pictures:", "", *pictures]
     if problems:
         parts += ["", "## Unreadable records", "", *(f"- {_md(p)}" for p in problems)]
     return "\n".join(parts) + "\n"
@@ -94,6 +154,7 @@ def csv_text(tables: Sequence[Table]) -> str:
                     _raw(row.val_acc_best_std),
                     _raw(row.study),
                     _raw(row.diff),
+                    *_effect_raw(row, table.baseline),
                     _raw(row.params),
                     *(row.epochs or ("", "")),
                     _raw(row.wall_time_s),
@@ -102,6 +163,37 @@ def csv_text(tables: Sequence[Table]) -> str:
                 ]
             )
     return buffer.getvalue()
+
+
+def _effect_raw(row: Row, baseline: str | None) -> list[str]:
+    # baseline, delta, delta_ci_low, delta_ci_high, p_value, p_value_raw, verdict, n_pairs, study_delta
+    study = _raw(row.study_delta)
+    if row.baseline is None:
+        return [
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "baseline" if row.row == baseline else "",
+            "",
+            study,
+        ]
+    effect = row.effect
+    if effect is None:
+        return [row.baseline, "", "", "", "", "", "", "0", study]
+    return [
+        row.baseline,
+        _raw(effect.delta),
+        _raw(effect.ci_low),
+        _raw(effect.ci_high),
+        f"{effect.p_value:.6g}",
+        f"{effect.p_raw:.6g}",
+        effect.verdict,
+        str(effect.pairs),
+        study,
+    ]
 
 
 def format_duration(seconds: float | None) -> str:

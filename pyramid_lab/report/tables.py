@@ -1,7 +1,10 @@
-"""Runs -> the study's tables: one row per swept value, seeds aggregated, the study's number beside.
+"""Runs -> the study's tables: one row per swept value, seeds aggregated, the study's number beside,
+and each row's difference from the table's baseline row with its interval and paired test.
 
 Only completed runs enter the accuracy columns. A failed, diverged, interrupted or still-running
 run stays in its row's status and error columns: it is never dropped and never averaged in.
+A row whose runs ran a snapshot ensemble is followed by the ensemble's own row, compared with
+the single model.
 """
 
 from __future__ import annotations
@@ -9,10 +12,26 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from pyramid_lab.report.study import PAPER_TABLES, STUDY_DATASET, paper_accuracy
 from pyramid_lab.report.collect import STATUSES, UNTABLED, Run
+from pyramid_lab.report.effects import (
+    PredictionsCache,
+    baseline_row,
+    effect_of,
+    ensemble_pairs,
+    seed_pairs,
+)
+from pyramid_lab.report.significance import RESAMPLES, Effect, holm
+from pyramid_lab.report.study import (
+    PAPER_TABLES,
+    STUDY_DATASET,
+    paper_accuracy,
+    study_difference,
+)
+
+# The name of a snapshot ensemble's row: "<row> + snapshot ensemble".
+ENSEMBLE_SUFFIX = " + snapshot ensemble"
 
 
 @dataclass(frozen=True)
@@ -28,6 +47,11 @@ class Row:
         study: the study's test accuracy for this row, None where it has no such row.
         diff: test_acc − study in points, None where either is missing.
         params, epochs, wall_time_s: from the completed runs (from all runs if none completed).
+        baseline: the row this one is compared with (None for the baseline and in tables without).
+        effect: the difference from ``baseline`` (None where no runs could be paired).
+        study_delta: the study's own difference from its baseline row, in points, where the study
+            has the row (and the runs are on its data).
+        ensemble_of: for a snapshot ensemble's row, the row of its single models.
     """
 
     table: str
@@ -42,6 +66,10 @@ class Row:
     params: int | None
     epochs: tuple[int, int] | None
     wall_time_s: float | None
+    baseline: str | None = None
+    effect: Effect | None = None
+    study_delta: float | None = None
+    ensemble_of: str | None = None
 
     @property
     def completed(self) -> tuple[Run, ...]:
@@ -74,31 +102,99 @@ class Row:
             lines.append(f"{who}{run.status}: {reason}")
         return lines
 
+    @property
+    def acc_per_class(self) -> dict[str, float] | None:
+        """Test accuracy (%) per class, mean over the completed runs that recorded it."""
+        recorded = [run.acc_per_class for run in self.completed if run.acc_per_class]
+        if not recorded or self.ensemble_of is not None:
+            return None
+        names = list(dict.fromkeys(name for per_class in recorded for name in per_class))
+        return {name: statistics.fmean(100.0 * r[name] for r in recorded if name in r) for name in names}
+
 
 @dataclass(frozen=True)
 class Table:
-    """One table sweep: its rows in the study's order, then any rows the study does not have."""
+    """One table sweep: its rows in the study's order, then any rows the study does not have.
+
+    Attributes:
+        baseline: the row the others are compared with; None when the table has none.
+        notes: what the comparisons could not use (unreadable predictions, other test sets).
+    """
 
     name: str
     rows: tuple[Row, ...]
+    baseline: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def test_images(self) -> int | None:
+        """Test images per compared run (the fewest), None when nothing was compared."""
+        images = [row.effect.images for row in self.rows if row.effect is not None]
+        return min(images) if images else None
 
     @property
     def runs(self) -> list[Run]:
-        return [run for row in self.rows for run in row.runs]
+        # A snapshot ensemble's row holds the same runs as its single model's row: count them once.
+        return [run for row in self.rows if row.ensemble_of is None for run in row.runs]
 
 
-def build_tables(runs: Sequence[Run]) -> list[Table]:
-    """Group runs by table and row; tables in name order with untabled runs ("runs") last."""
+def build_tables(runs: Sequence[Run], resamples: int = RESAMPLES) -> list[Table]:
+    """Group runs by table and row; tables in name order with untabled runs ("runs") last.
+
+    Every row is compared with its table's baseline row where both left test predictions
+    (pyramid_lab.report.significance), with Holm's correction across the table's rows.
+
+    Args:
+        runs: e.g. ``load_runs(dir)``.
+        resamples: bootstrap resamples per comparison.
+    """
     grouped: dict[str, dict[str, list[Run]]] = {}
     for run in runs:
         grouped.setdefault(run.table, {}).setdefault(run.row, []).append(run)
     names = sorted(grouped, key=lambda name: (name == UNTABLED, name))
-    return [
-        Table(
-            name, tuple(summarize(name, row, grouped[name][row]) for row in _row_order(name, grouped[name]))
-        )
-        for name in names
-    ]
+    return [compare_rows(name, grouped[name], resamples) for name in names]
+
+
+def compare_rows(name: str, rows: dict[str, list[Run]], resamples: int = RESAMPLES) -> Table:
+    """One table: its rows summarised, each compared with the baseline row, ensembles added."""
+    baseline = baseline_row(name, rows)
+    cache = PredictionsCache()
+    built: list[Row] = []
+    for row_name in _row_order(name, rows):
+        row = summarize(name, row_name, rows[row_name])
+        if baseline is not None and row_name != baseline:
+            pairs, elsewhere = seed_pairs(row.completed, rows[baseline], cache)
+            if elsewhere:
+                cache.notes.append(
+                    f"{row_name}: {elsewhere} run pair(s) were tested on different test images "
+                    "(e.g. a split drawn by the seed) and are not compared"
+                )
+            row = replace(row, baseline=baseline, effect=effect_of(pairs, resamples))
+        built.append(row)
+        if any(run.test_acc_ensemble is not None for run in row.completed):
+            built.append(ensemble_row(row, effect_of(ensemble_pairs(row.completed, cache), resamples)))
+    corrected = holm([row.effect for row in built])
+    built = [replace(row, effect=effect) for row, effect in zip(built, corrected)]
+    return Table(name, tuple(built), baseline=baseline, notes=tuple(dict.fromkeys(cache.notes)))
+
+
+def ensemble_row(row: Row, effect: Effect | None) -> Row:
+    """A snapshot ensemble's row: its test accuracy over the row's runs, against the single model."""
+    test, test_std = _mean_std([run.test_acc_ensemble for run in row.completed])
+    return replace(
+        row,
+        row=row.row + ENSEMBLE_SUFFIX,
+        test_acc=test,
+        test_acc_std=test_std,
+        val_acc_best=None,
+        val_acc_best_std=None,
+        study=None,
+        diff=None,
+        baseline=row.row,
+        effect=effect,
+        study_delta=None,
+        ensemble_of=row.row,
+    )
 
 
 def summarize(table: str, row: str, runs: Sequence[Run]) -> Row:
@@ -123,6 +219,7 @@ def summarize(table: str, row: str, runs: Sequence[Run]) -> Row:
         val_acc_best_std=val_std,
         study=study,
         diff=None if test is None or study is None else test - study,
+        study_delta=study_difference(table, row) if on_study_data else None,
         params=Counter(params).most_common(1)[0][0] if params else None,
         epochs=(min(epochs), max(epochs)) if epochs else None,
         wall_time_s=statistics.fmean(walls) if walls else None,
@@ -139,5 +236,9 @@ def _mean_std(fractions: list[float | None]) -> tuple[float | None, float | None
 def _row_order(table: str, rows: dict[str, list[Run]]) -> list[str]:
     study_order = list(PAPER_TABLES.get(table, {}))
     return sorted(
-        rows, key=lambda row: (study_order.index(row) if row in study_order else len(study_order), row)
+        rows,
+        key=lambda row: (
+            study_order.index(row) if row in study_order else len(study_order),
+            row,
+        ),
     )

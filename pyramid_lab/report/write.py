@@ -1,16 +1,18 @@
-"""A folder of runs -> results.md, results.csv, curves.png and one PNG per table."""
+"""A folder of runs -> results.md, results.csv, curves.png, and per table <table>.png and
+<table>_effects.png."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyramid_lab.report.collect import Collected, ReportError, Run, collect_runs
-from pyramid_lab.report.figures import write_figures
+from pyramid_lab.report.figures import write_effect_figures, write_figures
 from pyramid_lab.report.render import csv_text, markdown_document
 from pyramid_lab.report.tables import Table, build_tables
+from pyramid_lab.runs.atomic import atomic_write
 
 
 class ReportWarning(UserWarning):
@@ -25,6 +27,7 @@ class ReportPaths:
     csv: Path
     curves: Path
     tables: dict[str, Path]
+    effects: dict[str, Path] = field(default_factory=dict)
 
 
 def load_runs(root: str | Path) -> list[Run]:
@@ -71,7 +74,10 @@ def write_outputs(
         )
     out.mkdir(parents=True, exist_ok=True)
     curves, figures = write_figures(tables, out)
+    effects = write_effect_figures(tables, out)
     markdown, csv_path = out / "results.md", out / "results.csv"
-    markdown.write_text(markdown_document(tables, collected.root, figures, collected.problems))
-    csv_path.write_text(csv_text(tables))
-    return ReportPaths(markdown=markdown, csv=csv_path, curves=curves, tables=figures)
+    atomic_write(
+        markdown, markdown_document(tables, collected.root, figures, collected.problems, effects, out)
+    )
+    atomic_write(csv_path, csv_text(tables))
+    return ReportPaths(markdown=markdown, csv=csv_path, curves=curves, tables=figures, effects=effects)
