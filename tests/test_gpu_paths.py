@@ -17,10 +17,10 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyramid_lab.bench.train import DeviceBatches
-from pyramid_lab.compile_fallback import CompileFallback
 from pyramid_lab.models.pyramidnet import PyramidNet
-from pyramid_lab.module import Classifier
 from pyramid_lab.optim import SAM
+from pyramid_lab.training.compile import CompileFallback
+from pyramid_lab.training.module import Classifier, FirstNonFinite
 
 SGD = partial(torch.optim.SGD, lr=0.05, momentum=0.9)
 OPTIMIZERS = {"sgd": SGD, "sam": partial(SAM, base_optimizer=torch.optim.SGD, rho=0.05, lr=0.05)}
@@ -34,8 +34,13 @@ def tiny_net() -> PyramidNet:
 
 def batches(n: int = 2, device: str = "cpu") -> DeviceBatches:
     g = torch.Generator().manual_seed(1)
-    data = [(torch.randn(8, 3, 32, 32, generator=g).to(device),
-             torch.randint(0, 10, (8,), generator=g).to(device)) for _ in range(n)]
+    data = [
+        (
+            torch.randn(8, 3, 32, 32, generator=g).to(device),
+            torch.randint(0, 10, (8,), generator=g).to(device),
+        )
+        for _ in range(n)
+    ]
     return DeviceBatches(data, n)
 
 
@@ -54,13 +59,26 @@ class LossRecorder(pl.Callback):
         self.losses.append(float(loss))
 
 
-def fit(module: Classifier, precision: str = "32-true", steps: int = 2, device: str = "cpu",
-        callbacks: list[pl.Callback] = ()) -> pl.Trainer:
+def fit(
+    module: Classifier,
+    precision: str = "32-true",
+    steps: int = 2,
+    device: str = "cpu",
+    callbacks: list[pl.Callback] = (),
+) -> pl.Trainer:
     trainer = pl.Trainer(
-        accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=precision,
-        max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-        callbacks=list(callbacks))
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        precision=precision,
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=list(callbacks),
+    )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(max_epochs|val_dataloader).*")
         trainer.fit(module, train_dataloaders=batches(steps, device))
@@ -101,8 +119,9 @@ def test_channels_last_weights_and_same_outputs(optimizer):
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_compile_trains_and_keeps_checkpoint_keys(optimizer):
     # aot_eager traces forward and backward as inductor does, without its minute of C++ codegen.
-    module = Classifier(tiny_net(), OPTIMIZERS[optimizer], channels_last=True, compile=True,
-                        compile_backend="aot_eager")
+    module = Classifier(
+        tiny_net(), OPTIMIZERS[optimizer], channels_last=True, compile=True, compile_backend="aot_eager"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a fallback would fail the test
         trainer = fit(module, precision="bf16-mixed")
@@ -112,8 +131,9 @@ def test_compile_trains_and_keeps_checkpoint_keys(optimizer):
     x = torch.randn(4, 3, 32, 32)
     module.eval()
     with torch.no_grad():
-        torch.testing.assert_close(module(x), module.net(x.contiguous(
-            memory_format=torch.channels_last)), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            module(x), module.net(x.contiguous(memory_format=torch.channels_last)), rtol=1e-4, atol=1e-5
+        )
 
 
 def failing_backend(graph_module, example_inputs):
@@ -123,8 +143,7 @@ def failing_backend(graph_module, example_inputs):
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_compile_failure_warns_once_and_trains_on_in_eager(optimizer):
     torch._dynamo.reset()
-    module = Classifier(tiny_net(), OPTIMIZERS[optimizer], compile=True,
-                        compile_backend=failing_backend)
+    module = Classifier(tiny_net(), OPTIMIZERS[optimizer], compile=True, compile_backend=failing_backend)
     with pytest.warns(RuntimeWarning, match="fell back to eager mode") as caught:
         trainer = fit(module, steps=3)
     assert trainer.global_step == 3
@@ -135,8 +154,7 @@ def test_compile_failure_warns_once_and_trains_on_in_eager(optimizer):
 
 def test_compile_fallback_lets_a_genuine_error_through():
     fallback = CompileFallback(nn.Linear(3, 2), backend=failing_backend)
-    with pytest.warns(RuntimeWarning, match="fell back"), pytest.raises(RuntimeError,
-                                                                         match="shapes"):
+    with pytest.warns(RuntimeWarning, match="fell back"), pytest.raises(RuntimeError, match="shapes"):
         fallback(torch.randn(4, 5))  # eager raises the same shape error: not swallowed
 
 
@@ -146,9 +164,21 @@ class SyncOps(TorchDispatchMode):
     device=...)``: a blocking host-to-device copy). On the CPU they run as usual but are seen
     all the same."""
 
-    SYNCING = frozenset({"_local_scalar_dense", "is_nonzero", "nonzero", "masked_select",
-                         "_unique2", "unique_dim", "unique_consecutive", "equal", "bincount",
-                         "repeat_interleave", "lift_fresh"})
+    SYNCING = frozenset(
+        {
+            "_local_scalar_dense",
+            "is_nonzero",
+            "nonzero",
+            "masked_select",
+            "_unique2",
+            "unique_dim",
+            "unique_consecutive",
+            "equal",
+            "bincount",
+            "repeat_interleave",
+            "lift_fresh",
+        }
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -176,16 +206,18 @@ class InsideSteps(pl.Callback):
 
 
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
-@pytest.mark.parametrize("check_every, expected", [(1, 4), (1000, 1)])
+@pytest.mark.parametrize("check_every, expected", [(1, 4), (2, 2), (1000, 0)])
 def test_training_step_syncs_only_for_the_divergence_check(optimizer, check_every, expected):
-    # 4 steps; the finite-loss check reads one value per check (steps 0..3, or step 0 only).
+    # 4 steps; the finite-loss flag is read (one value) every check_every steps, never otherwise.
     probe = SyncOps()
     module = Classifier(tiny_net(), OPTIMIZERS[optimizer], divergence_check_every=check_every)
     with probe:
         fit(module, steps=4, callbacks=[InsideSteps(probe)])
-    lines, first = inspect.getsourcelines(Classifier._check_finite)
-    check_line = first + next(i for i, line in enumerate(lines) if "isfinite" in line)
-    assert probe.counts == Counter({f"_local_scalar_dense at module.py:{check_line}": expected})
+    lines, first = inspect.getsourcelines(FirstNonFinite.read)
+    read_line = first + next(i for i, line in enumerate(lines) if "int(self._step)" in line)
+    assert probe.counts == Counter(
+        {f"_local_scalar_dense at module.py:{read_line}": expected} if expected else {}
+    )
 
 
 @pytest.mark.gpu
@@ -202,13 +234,15 @@ def test_cuda_bf16_channels_last_compiled_steps_make_no_host_sync(optimizer):
 
     torch._dynamo.reset()
     recorder = LossRecorder()
-    module = Classifier(tiny_net(), OPTIMIZERS[optimizer], channels_last=True, compile=True,
-                        divergence_check_every=10**9)
+    module = Classifier(
+        tiny_net(), OPTIMIZERS[optimizer], channels_last=True, compile=True, divergence_check_every=10**9
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no fallback to eager on a GPU
         try:
-            trainer = fit(module, precision="bf16-mixed", steps=5, device="cuda",
-                          callbacks=[NoSync(), recorder])
+            trainer = fit(
+                module, precision="bf16-mixed", steps=5, device="cuda", callbacks=[NoSync(), recorder]
+            )
         finally:
             torch.cuda.set_sync_debug_mode("default")
     assert trainer.global_step == 5

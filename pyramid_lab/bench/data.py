@@ -4,7 +4,6 @@ torchvision's per-image PIL transforms, both with random crop (pad 4), flip and 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,7 +11,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from pyramid_lab.bench.timing import PeakMemory, Record, Windows, images_per_s
+from pyramid_lab.bench.interleave import Clock, Windows, compare, interleave, to_record
+from pyramid_lab.bench.timing import Record
 from pyramid_lab.data import BatchAugment, ImageDataModule, Synthetic
 
 
@@ -43,46 +43,56 @@ def _forever(loader: DataLoader) -> Iterator[Any]:
         yield from loader
 
 
-def _time_loader(loader: DataLoader, step: Callable[[Any], Any], windows: Windows) -> list[float]:
-    batches = _forever(loader)
-    for _ in range(windows.total_steps):
-        windows.step_starts()
-        if windows.done:
-            break
-        step(next(batches))
-    return windows.times()
+def _loop(loader: DataLoader, step: Callable[[Any], Any]) -> Callable[[Clock], None]:
+    def run(clock: Clock) -> None:
+        for batch in _forever(loader):
+            if not clock.step_starts():
+                return
+            step(batch)
+
+    return run
 
 
 def _data_module(batch_size: int, num_images: int, device: torch.device) -> ImageDataModule:
-    dm = ImageDataModule(Synthetic(num_train=num_images, num_val=batch_size, num_test=batch_size),
-                         num_classes=10, batch_size=batch_size,
-                         augment=BatchAugment(crop_padding=4, flip=True),
-                         pin_memory=device.type == "cuda")
+    dm = ImageDataModule(
+        Synthetic(num_train=num_images, num_val=batch_size, num_test=batch_size),
+        num_classes=10,
+        batch_size=batch_size,
+        augment=BatchAugment(crop_padding=4, flip=True),
+        pin_memory=device.type == "cuda",
+    )
     dm.setup("fit")
     return dm
 
 
-def bench_data(device: torch.device, batch_size: int, num_workers: int, warmup: int,
-               batches: int, repeats: int) -> tuple[Record, Record]:
-    """Time ``repeats`` windows of ``batches`` batches each way, the host-to-device copy included.
+def bench_data(
+    device: torch.device, batch_size: int, num_workers: int, windows: Windows
+) -> tuple[Record, Record]:
+    """Time both pipelines, the host-to-device copy included, in ``windows``: interleaved in the
+    main process; one after the other with workers (which would prefetch while waiting their turn).
 
     Returns:
         (ours, torchvision); ours carries the ratio to torchvision.
     """
     from torchvision import transforms
 
-    windows = partial(Windows, device, warmup, batches, repeats)
-    num_images = batch_size * (windows().total_steps + 1)  # one epoch covers the whole run
-    dm = _data_module(batch_size, num_images, device)
+    dm = _data_module(batch_size, batch_size * 64, device)
     pin = device.type == "cuda"
     ours_loader = dm.train_dataloader()
     if num_workers:
         # ImageDataModule always loads in the main process; the same dataset and sampler here.
-        ours_loader = DataLoader(ours_loader.dataset, batch_size=None, sampler=ours_loader.sampler,
-                                 num_workers=num_workers, collate_fn=ours_loader.collate_fn,
-                                 pin_memory=pin)
+        ours_loader = DataLoader(
+            ours_loader.dataset,
+            batch_size=None,
+            sampler=ours_loader.sampler,
+            num_workers=num_workers,
+            collate_fn=ours_loader.collate_fn,
+            pin_memory=pin,
+        )
     # on_after_batch_transfer augments only while a trainer is training; no Trainer here.
-    dm.trainer = SimpleNamespace(training=True)
+    dm.trainer = SimpleNamespace(
+        training=True, validating=False, testing=False, sanity_checking=False, predicting=False
+    )
 
     def ours_step(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         x, y = (t.to(device, non_blocking=True) for t in batch)
@@ -92,26 +102,46 @@ def bench_data(device: torch.device, batch_size: int, num_workers: int, warmup: 
         return tuple(t.to(device, non_blocking=True) for t in batch)  # type: ignore[return-value]
 
     splits = dm.splits
-    transform = transforms.Compose([
-        transforms.RandomCrop(32, padding=4),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(splits.mean, splits.std),
-    ])
-    reference_loader = DataLoader(PILImages(splits.train.images, splits.train.labels, transform),
-                                  batch_size=batch_size, shuffle=True, drop_last=True,
-                                  num_workers=num_workers, pin_memory=pin)
-    records = []
-    for name, loader, step in (("torchvision", reference_loader, reference_step),
-                               ("ours", ours_loader, ours_step)):
-        with PeakMemory(device) as memory:
-            times = _time_loader(loader, step, windows())
-        records.append(Record(
-            name=f"data/{name}/workers{num_workers}", device=device.type,
-            images_per_s=images_per_s(times, batch_size * batches), batch_size=batch_size,
-            peak_memory_mb=memory.mb, memory=memory.kind,
-            details={"num_workers": num_workers, "batches_per_window": batches, "times_s": times},
-        ))
-    reference, ours = records
-    ours.reference, ours.ratio = reference.name, ours.images_per_s / reference.images_per_s
-    return ours, reference
+    transform = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(splits.mean, splits.std),
+        ]
+    )
+    reference_loader = DataLoader(
+        PILImages(splits.train.images, splits.train.labels, transform),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=num_workers,
+        pin_memory=pin,
+    )
+    names = {
+        "torchvision": f"data/torchvision/workers{num_workers}",
+        "ours": f"data/ours/workers{num_workers}",
+    }
+    interleaved = num_workers == 0
+    results = interleave(
+        {
+            names["torchvision"]: _loop(reference_loader, reference_step),
+            names["ours"]: _loop(ours_loader, ours_step),
+        },
+        device,
+        windows,
+        interleaved=interleaved,
+    )
+    reference, ours = (
+        to_record(
+            name,
+            device,
+            results[name],
+            batch_size,
+            group=f"data/workers{num_workers}",
+            interleaved=interleaved,
+            num_workers=num_workers,
+        )
+        for name in names.values()
+    )
+    return compare(ours, reference), reference

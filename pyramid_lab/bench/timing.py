@@ -8,8 +8,6 @@ import datetime
 import os
 import platform
 import re
-import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -27,14 +25,18 @@ class Record:
     Args:
         name: what was measured, e.g. ``train/pyramidnet110_a48/fp32/lightning``.
         device: ``cpu`` or ``cuda``.
-        images_per_s: median over the timed repetitions.
+        images_per_s: median over the timed windows.
         batch_size: images per batch.
+        spread: (max - min) / median of the windows' images/s, a fraction (0.04: 4%).
         peak_memory_mb: see ``memory``; ``None`` where it could not be read.
         memory: what ``peak_memory_mb`` measures (CUDA allocator peak or CPU RSS rise).
         reference: the ``name`` of the record this one is compared with, if any.
-        ratio: ``images_per_s / reference's images_per_s`` (> 1: this one is faster).
+        ratio: this one's speed over the reference's (> 1: this one is faster): the median of the
+            per-window ratios where the two were interleaved (window r against window r), else
+            the ratio of the medians.
         target: the goal this record is checked against, in words; ``passed`` is the verdict.
-        details: settings and the raw per-repetition times (s).
+        details: settings, the raw window times (s), steps per window, and for a comparison
+            ``ratio_spread`` ((max - min) / median of the per-window ratios).
     """
 
     name: str
@@ -43,6 +45,7 @@ class Record:
     batch_size: int
     peak_memory_mb: float | None
     memory: str
+    spread: float | None = None
     reference: str | None = None
     ratio: float | None = None
     target: str | None = None
@@ -54,49 +57,6 @@ def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work, so that a clock read after it counts that work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-class Windows:
-    """Clock marks at the start of steps ``warmup, warmup + steps, ...``: ``repeats`` windows of
-    ``steps`` whole steps each, read after a device synchronisation.
-
-    Marking step starts (rather than each step's start and end) keeps whatever runs between two
-    steps (fetching the next batch, hooks, logging) inside the windows; it also means one more
-    step than ``warmup + steps * repeats`` has to start to close the last window.
-    """
-
-    def __init__(self, device: torch.device, warmup: int, steps: int, repeats: int) -> None:
-        self.device, self.warmup, self.steps, self.repeats = device, warmup, steps, repeats
-        self.marks: list[float] = []
-        self.started = 0
-
-    @property
-    def total_steps(self) -> int:
-        """Steps to run, the one that closes the last window included."""
-        return self.warmup + self.steps * self.repeats + 1
-
-    @property
-    def done(self) -> bool:
-        return len(self.marks) > self.repeats
-
-    def step_starts(self) -> None:
-        """Call at the start of every step."""
-        i = self.started
-        self.started += 1
-        if i >= self.warmup and (i - self.warmup) % self.steps == 0 and not self.done:
-            synchronize(self.device)
-            self.marks.append(time.perf_counter())
-
-    def times(self) -> list[float]:
-        """Seconds per window; raises if the run stopped before the last window closed."""
-        if not self.done:
-            raise RuntimeError(f"only {self.started} of {self.total_steps} steps ran")
-        return [b - a for a, b in zip(self.marks, self.marks[1:])]
-
-
-def images_per_s(times: list[float], images_per_window: int) -> float:
-    """Median throughput of the windows (robust to a slow outlier on a shared machine)."""
-    return images_per_window / statistics.median(times)
 
 
 def _status_kb(key: str) -> int:
@@ -119,8 +79,9 @@ class PeakMemory:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.mb: float | None = None
-        self.kind = ("cuda max_memory_allocated" if device.type == "cuda"
-                     else "cpu peak RSS rise (this process)")
+        self.kind = (
+            "cuda max_memory_allocated" if device.type == "cuda" else "cpu peak RSS rise (this process)"
+        )
         self._start_kb = 0
         self._hwm = False
 

@@ -1,12 +1,20 @@
-"""torch.compile as an optional speed-up that never fails a run."""
+"""torch.compile as an optional speed-up that never fails a run, compiled once per graph."""
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from pyramid_lab.errors import ConfigError
+
+# torch.compile's modes: "reduce-overhead" adds CUDA graphs (one launch per step on a GPU),
+# "max-autotune" also benchmarks kernel choices (longer compilation).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class CompileFallback:
@@ -19,30 +27,67 @@ class CompileFallback:
     (a wrong input shape) still propagates. A failure that only appears when the compiled
     backward is first run is not caught here. The compiled module shares ``net``'s parameters.
 
+    One graph for training and one for evaluation: training batches all have one size (the data
+    module drops the last partial batch: ``data.drop_last``), and in eval mode a smaller batch
+    (the last of a split) is padded to the size of the first, so Dynamo never recompiles for it
+    (it would, twice: once for the new size, and once more when a size-generic graph meets a
+    specialisation such as the CPU convolution's batch >= 16 check). Validation and test share
+    the evaluation graph when both run under ``torch.no_grad`` (``trainer.inference_mode=false``,
+    conf/trainer/default.yaml): inference-mode tensors would be a guard failure of their own.
+
     Args:
         net: the eager network.
         backend: a ``torch.compile`` backend name or callable.
+        mode: a ``torch.compile`` mode of ``COMPILE_MODES`` (inductor only).
     """
 
-    def __init__(self, net: nn.Module, backend: str | Callable[..., Any] = "inductor") -> None:
+    def __init__(
+        self, net: nn.Module, backend: str | Callable[..., Any] = "inductor", mode: str = "default"
+    ) -> None:
+        if mode not in COMPILE_MODES:
+            raise ConfigError(f"module.compile_mode={mode!r} is not one of {', '.join(COMPILE_MODES)}")
+        if mode != "default" and backend != "inductor":
+            raise ConfigError(
+                f"module.compile_mode={mode} needs module.compile_backend=inductor "
+                f"(got {backend}); use compile_mode=default with other backends"
+            )
         self.net = net
+        self.eval_batch_size: int | None = None
         self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         try:
-            self.compiled = torch.compile(net, backend=backend)
+            self.compiled = torch.compile(
+                net, backend=backend, **({"mode": mode} if mode != "default" else {})
+            )
         except Exception as error:  # e.g. a Python version or platform Dynamo does not support
             self._fall_back(error)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.compiled is not None:
             try:
-                return self.compiled(x)
+                return self.compiled(x) if self.net.training else self._evaluate(x)
             except Exception as error:  # compile is an optional speed-up: never fail a run for it
                 self._fall_back(error)
         return self.net(x)
+
+    def _evaluate(self, x: torch.Tensor) -> torch.Tensor:
+        # Padding is exact in eval mode: BatchNorm uses its running statistics and ShakeDrop its
+        # expectation, so no sample sees another. It costs one partial batch per split.
+        n = x.shape[0]
+        if self.eval_batch_size is None or n > self.eval_batch_size:
+            self.eval_batch_size = n
+        if n == self.eval_batch_size:
+            return self.compiled(x)
+        # F.pad keeps the input's memory format (channels_last stays channels_last).
+        padded = F.pad(x, (0, 0) * (x.dim() - 1) + (0, self.eval_batch_size - n))
+        return self.compiled(padded)[:n]
 
     def _fall_back(self, error: Exception) -> None:
         self.compiled = None
         # Dynamo's messages start with a header line ("backend='inductor' raised:"), then the cause.
         reason = " ".join([line.strip() for line in str(error).splitlines() if line.strip()][:2])
-        warnings.warn(f"module.compile=true fell back to eager mode: torch.compile failed with "
-                      f"{type(error).__name__}: {reason}", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"module.compile=true fell back to eager mode: torch.compile failed with "
+            f"{type(error).__name__}: {reason}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
