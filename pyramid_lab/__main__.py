@@ -5,26 +5,27 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
-from pyramid_lab.errors import ConfigError
+from pyramid_lab import config_dir
+from pyramid_lab.errors import ConfigError, RunStopped
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# conf/ of the checkout or pyramid_lab/conf of a wheel, whichever this install has.
+CONFIG_DIR = config_dir()
 log = logging.getLogger("pyramid_lab")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     # Imported here, after Hydra parsed the command line: --help and bad overrides stay fast.
-    from pyramid_lab.ddp_launch import install as install_ddp_launch
-    from pyramid_lab.module import DivergedError
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    from pyramid_lab.launch.ddp import install as install_ddp_launch
 
     hydra_cfg = HydraConfig.get()
     install_ddp_launch()
@@ -34,7 +35,7 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        expected = isinstance(error, (ConfigError, DivergedError))
+        expected = isinstance(error, (ConfigError, RunStopped))
         if not expected and not in_sweep:
             raise  # a bug or an environment failure: keep the traceback (the record says failed)
         if not expected:
@@ -57,7 +58,7 @@ def main(cfg: DictConfig) -> float | None:
 def run(cfg: DictConfig, overrides: list[str]) -> dict[str, Any] | None:
     """Dispatch on ``mode``: the run record of a train or test run; None for predict."""
     if cfg.mode == "train":
-        from pyramid_lab.ddp_launch import isolated_job
+        from pyramid_lab.launch.ddp import isolated_job
         from pyramid_lab.train import train
 
         with isolated_job():
@@ -74,5 +75,35 @@ def run(cfg: DictConfig, overrides: list[str]) -> dict[str, Any] | None:
     raise ConfigError(f"mode={cfg.mode} is unknown; valid: train, test, predict")
 
 
-if __name__ == "__main__":
+# Scheduler settings are flat since 0.2: scheduler.T_0, not scheduler.scheduler.T_0; the interval
+# and the plateau metric are the module's. Hydra would answer the old keys with a struct error
+# that names neither, so they are caught here, before Hydra parses anything.
+_MOVED_KEYS = {
+    "scheduler.scheduler.": "scheduler.",
+    "scheduler.interval": "module.scheduler_interval",
+    "scheduler.monitor": "module.scheduler_monitor",
+}
+
+
+def refuse_moved_keys(argv: list[str]) -> None:
+    """Exit with one line for an override that uses a key that has moved, naming its new key."""
+    for arg in argv:
+        key = arg.lstrip("+~").split("=", 1)[0]
+        for old, new in _MOVED_KEYS.items():
+            if key.startswith(old):
+                print(
+                    f"error: {key} is now {new + key[len(old) :] if old.endswith('.') else new} "
+                    "(scheduler settings are flat; see README)",
+                    file=sys.stderr,
+                )
+                sys.exit(2)
+
+
+def cli() -> None:
+    """The console command and ``python -m pyramid_lab``."""
+    refuse_moved_keys(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,12 +1,25 @@
-"""Checks of the composed config that must run before Lightning sees it: Lightning's own failures
-for these are asserts and tracebacks deep in its loops, or silent changes of behaviour."""
+"""build(cfg): the data, the network, the LightningModule and the Trainer from a composed config.
+
+The one place where config becomes objects, used by training (pyramid_lab.train), testing and
+prediction (pyramid_lab.evaluate). Also the checks that must run before Lightning sees a config:
+Lightning's own failures for these are asserts and tracebacks deep in its loops, or silent
+changes of behaviour.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
+from torch import nn
 
 from pyramid_lab.errors import ConfigError
-from pyramid_lab.module import is_sam, check_sam_precision
+from pyramid_lab.training.module import check_sam_precision, is_sam
 
 # Trainer settings that must be whole numbers (None allowed where Lightning allows it).
 _INTEGER_TRAINER_SETTINGS = (
@@ -22,7 +35,69 @@ _INTEGER_TRAINER_SETTINGS = (
 )
 
 
-def check_config(cfg: DictConfig, optimizer: object) -> None:
+@dataclass
+class Built:
+    """What a run is made of. ``loggers`` are also the trainer's (an empty list: no logger)."""
+
+    datamodule: pl.LightningDataModule
+    net: nn.Module
+    module: pl.LightningModule
+    trainer: pl.Trainer
+    loggers: list[Any]
+
+
+def build(
+    cfg: DictConfig,
+    *,
+    net: nn.Module | None = None,
+    extra_callbacks: list[pl.Callback] | tuple[pl.Callback, ...] = (),
+    callbacks: bool = True,
+    loggers: bool = True,
+    **trainer_kwargs: Any,
+) -> Built:
+    """Instantiate ``cfg.data``, ``cfg.model`` (unless ``net`` is given), ``cfg.module`` and
+    ``cfg.trainer``, after checking the settings Lightning would reject obscurely.
+
+    Args:
+        cfg: the composed config (``python -m pyramid_lab`` or a checkpoint's saved one).
+        net: an already built network (train() counts its parameters before anything else).
+        extra_callbacks: added after the config's ``callbacks`` group.
+        callbacks, loggers: whether to build the config's ``callbacks`` and ``logger`` groups
+            (testing a checkpoint needs neither: no checkpoints, no curves).
+        trainer_kwargs: override ``cfg.trainer`` entries (e.g. ``default_root_dir``).
+    """
+    optimizer = instantiate(cfg.optimizer)
+    check_trainer_settings(cfg, optimizer)
+    datamodule = instantiate(cfg.data)
+    net = net if net is not None else instantiate(cfg.model)
+    module = instantiate(cfg.module, net=net)
+    built_loggers = instantiate_group(cfg.get("logger")) if loggers else []
+    all_callbacks = [*(instantiate_group(cfg.get("callbacks")) if callbacks else []), *extra_callbacks]
+    trainer = instantiate(
+        cfg.trainer, callbacks=all_callbacks, logger=built_loggers or False, **trainer_kwargs
+    )
+    return Built(datamodule, net, module, trainer, built_loggers)
+
+
+def count_parameters(net: nn.Module) -> int:
+    """Trainable parameters: what the study's 2,000,000 budget counts."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def model_name(cfg: DictConfig) -> str:
+    """The model's name: its builder's or class's (``pyramidnet196_a48``, ``PyramidNet``)."""
+    return str(cfg.model._target_).rsplit(".", 1)[-1]
+
+
+def check_budget(params: int, max_params: int | None) -> None:
+    if max_params is not None and params > max_params:
+        raise ConfigError(
+            f"the model has {params:,} trainable parameters, over budget.max_params={max_params:,}; "
+            "choose a smaller model or raise the budget"
+        )
+
+
+def check_trainer_settings(cfg: DictConfig, optimizer: object) -> None:
     """Raise a one-line ConfigError for settings Lightning would reject obscurely or override."""
     trainer = cfg.trainer
     for key in _INTEGER_TRAINER_SETTINGS:
@@ -31,3 +106,28 @@ def check_config(cfg: DictConfig, optimizer: object) -> None:
             raise ConfigError(f"trainer.{key}={value!r} must be an integer")
     # On a CPU Lightning silently swaps 16-mixed for bf16-mixed: check what was asked for.
     check_sam_precision(is_sam(optimizer), trainer.get("precision"))
+
+
+def instantiate(node: DictConfig, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate that lets a ConfigError through as itself: Hydra wraps whatever a
+    constructor raises, which would turn a one-line message into a multi-line one."""
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except MissingMandatoryValue as error:
+        raise ConfigError(
+            f"{error.full_key} is required (the config leaves it ???); set it, e.g. {error.full_key}=..."
+        ) from None
+    except InstantiationException as error:
+        cause = error.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a dict-of-configs group (callbacks, loggers); None entries skip."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node and "_target_" in node]

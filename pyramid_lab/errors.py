@@ -1,8 +1,10 @@
-"""The one exception type for bad user input.
+"""The exceptions a user meets, each shown as one line without a traceback.
 
 A ``ConfigError`` message is a single line that names the setting or file at fault and what would
-be valid. ``python -m pyramid_lab`` prints it without a traceback (unless HYDRA_FULL_ERROR=1) and
-exits non-zero; any other exception is a bug or an environment failure and keeps its traceback.
+be valid. A ``RunStopped`` says why a run stopped on purpose before its end; ``train()`` records
+its ``status`` in the run record. ``python -m pyramid_lab`` prints either without a traceback
+(unless HYDRA_FULL_ERROR=1) and exits non-zero; any other exception is a bug or an environment
+failure and keeps its traceback.
 """
 
 
@@ -18,3 +20,9 @@ class RunStopped(RuntimeError):
     """
 
     status = "stopped"
+
+
+class DivergedError(RunStopped):
+    """The training loss became NaN or infinite; the run stops instead of training on."""
+
+    status = "diverged"

@@ -17,49 +17,53 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pyramid_lab.build import build, count_parameters, model_name
 from pyramid_lab.data.datamodule import normalisation, normalise
 from pyramid_lab.data.decode import read_png
 from pyramid_lab.errors import ConfigError
-from pyramid_lab.record import RunRecord
-from pyramid_lab.train import instantiate
+from pyramid_lab.runs.checkpoint import RunState, load_checkpoint, read_run_state
+from pyramid_lab.runs.provenance import code_version
+from pyramid_lab.runs.recorder import RunRecord
+from pyramid_lab.train import predictions_summary
+from pyramid_lab.training.predictions import TestPredictions
 
 _APPLIED_PREFIXES = ("data.", "trainer.")
 SPLITS = ("train", "val", "test")
 
 
-def load_run(ckpt_path: str | None) -> tuple[dict[str, Any], DictConfig]:
-    """The checkpoint and the config it was trained with."""
+def load_run(ckpt_path: str | None, trust: bool = False) -> tuple[dict[str, Any], RunState, DictConfig]:
+    """The checkpoint, its run state, and the config it was trained with."""
     if not ckpt_path or not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give a .ckpt file of a pyramid_lab run")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    config = checkpoint.get("callbacks", {}).get("RunRecord", {}).get("config")
-    if config is None:
+    checkpoint = load_checkpoint(ckpt_path, trust=trust)
+    state = read_run_state(checkpoint)
+    if state.config is None:
         raise ConfigError(
             f"ckpt_path={ckpt_path} holds no pyramid_lab config (not written by python -m pyramid_lab)"
         )
-    return checkpoint, OmegaConf.create(config)
+    return checkpoint, state, OmegaConf.create(state.config)
 
 
-def _restore(cfg: DictConfig, overrides: list[str]) -> tuple[dict[str, Any], DictConfig, pl.LightningModule]:
-    checkpoint, saved = load_run(cfg.ckpt_path)
+def _restore(cfg: DictConfig, overrides: list[str], record: RunRecord | None = None):
+    """The run rebuilt from its checkpoint's config, with ``data.*``/``trainer.*`` overrides on
+    top, and the checkpoint's weights loaded: ``(checkpoint, run state, config, built run)``."""
+    checkpoint, state, saved = load_run(cfg.ckpt_path, trust=bool(cfg.get("trust_checkpoint", False)))
     applied = [o for o in overrides if o.startswith(_APPLIED_PREFIXES)]
     saved = OmegaConf.merge(saved, OmegaConf.from_dotlist(applied))
     saved.paths.output_dir = cfg.paths.output_dir
-    net = instantiate(saved.model)
-    module = instantiate(saved.module, net=net)
-    module.load_state_dict(checkpoint["state_dict"])
-    return checkpoint, saved, module
-
-
-def _trainer(saved: DictConfig) -> pl.Trainer:
-    return pl.Trainer(
-        accelerator=saved.trainer.accelerator,
-        devices=1,
-        precision=saved.trainer.precision,
-        logger=False,
+    # No checkpoints, curves or progress bars of the training run: only this evaluation's record.
+    run = build(
+        saved,
+        extra_callbacks=[record, TestPredictions(cfg.paths.output_dir)] if record is not None else [],
+        callbacks=False,
+        loggers=False,
+        default_root_dir=cfg.paths.output_dir,
         enable_checkpointing=False,
         enable_model_summary=False,
+        enable_progress_bar=False,
     )
+    run.module.load_state_dict(checkpoint["state_dict"])
+    return checkpoint, state, saved, run
 
 
 def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
@@ -67,23 +71,27 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     record = RunRecord(
         cfg.paths.output_dir,
         overrides,
-        extra={"task_name": "test", "mode": "test", "ckpt_path": str(Path(cfg.ckpt_path).resolve())},
+        extra={
+            "task_name": "test",
+            "mode": "test",
+            "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
+            **code_version(),
+        },
     )
     record.update()
     try:
-        checkpoint, saved, module = _restore(cfg, overrides)
+        checkpoint, _, saved, run = _restore(cfg, overrides, record)
         record.update(
-            model=saved.model._target_.rsplit(".", 1)[-1],
+            model=model_name(saved),
             epochs=checkpoint.get("epoch", 0) + 1,
-            params=sum(p.numel() for p in module.net.parameters()),
+            params=count_parameters(run.net),
             table=saved.get("table"),
             row=saved.get("row"),
             seed=saved.get("seed"),
         )
-        trainer = _trainer(saved)
-        trainer.test(module, datamodule=instantiate(saved.data), verbose=False)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        return record.finish("completed", **metrics)
+        run.trainer.test(run.module, datamodule=run.datamodule, verbose=False)
+        metrics = {k: float(v) for k, v in run.trainer.callback_metrics.items() if k.startswith("test/")}
+        return record.finish("completed", **metrics, **predictions_summary(run.trainer))
     except Exception as error:
         record.finish("failed", error=f"{type(error).__name__}: {error}")
         raise
@@ -92,11 +100,11 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
 def predict(cfg: DictConfig, overrides: list[str]) -> Path:
     """Class probabilities for a split of the run's data set (``predict.input=test``) or for a
     folder of 32x32 RGB images (``predict.input=path/to/folder``), as ``predictions.csv``."""
-    checkpoint, saved, module = _restore(cfg, overrides)
-    module.eval()
+    _, state, saved, run = _restore(cfg, overrides)
+    module = run.module.eval()
     source = str(cfg.predict.input)
     if source in SPLITS:
-        datamodule = instantiate(saved.data)
+        datamodule = run.datamodule
         datamodule.setup("predict")
         split = getattr(datamodule.splits, source)
         names, images, labels = (
@@ -108,12 +116,11 @@ def predict(cfg: DictConfig, overrides: list[str]) -> Path:
     else:
         names, images = _read_folder(Path(source))
         labels = None
-        state = checkpoint.get("ImageDataModule", {})
-        if not state:
+        if state.classes is None or state.mean is None or state.std is None:
             raise ConfigError(
                 f"ckpt_path={cfg.ckpt_path} holds no class names and statistics; predict on a split"
             )
-        classes, mean, std = state["classes"], state["mean"], state["std"]
+        classes, mean, std = state.classes, state.mean, state.std
     probs = _probabilities(module, images, mean, std, int(cfg.predict.batch_size))
     out = Path(cfg.predict.output or Path(cfg.paths.output_dir) / "predictions.csv")
     _write_csv(out, names, probs, classes, labels)

@@ -8,38 +8,26 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
-from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from pyramid_lab.checkpoint import LAST, check_same_model
-from pyramid_lab.checks import check_config
-from pyramid_lab.errors import ConfigError
-from pyramid_lab.module import DivergedError
-from pyramid_lab.record import RunRecord, read_record
-from pyramid_lab.tensorboard import (
+from pyramid_lab.build import build, check_budget, count_parameters, instantiate, model_name
+from pyramid_lab.errors import ConfigError, RunStopped
+from pyramid_lab.runs.checkpoint import LAST, check_same_model, resume_checkpoint
+from pyramid_lab.runs.lock import RunLock
+from pyramid_lab.runs.log_tree import (
     link_into_log_tree,
     log_hparams_with_results,
     log_model_summary,
     run_label,
 )
+from pyramid_lab.runs.provenance import code_version
+from pyramid_lab.runs.record import read_record
+from pyramid_lab.runs.recorder import RunRecord
+from pyramid_lab.training.predictions import TestPredictions
 
 log = logging.getLogger(__name__)
-
-
-def count_parameters(net: pl.LightningModule | Any) -> int:
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
-
-
-def check_budget(params: int, max_params: int | None) -> None:
-    if max_params is not None and params > max_params:
-        raise ConfigError(
-            f"the model has {params:,} trainable parameters, over budget.max_params={max_params:,}; "
-            "choose a smaller model or raise the budget"
-        )
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -47,62 +35,93 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
 
     With ``resume=true`` (the default) a run folder that already holds a completed record of the
     same config is skipped, and one that holds ``checkpoints/last.ckpt`` continues from it.
-    Raises the error that stopped the run (ConfigError for bad input, DivergedError for a loss
-    that became NaN or inf) after recording it.
+    Raises the error that stopped the run after recording it (see :func:`stop_status`).
     """
     run_dir = Path(cfg.paths.output_dir)
+    # One writer per run folder, for the life of the run (pyramid_lab/runs/lock.py).
+    with RunLock(run_dir):
+        return _train(cfg, run_dir, overrides)
+
+
+def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[str, Any]:
     previous = _previous_record(run_dir)
     if cfg.resume and previous.get("status") == "completed" and _same_config(run_dir, cfg):
         log.info("%s already completed: skipped (resume=false trains it again)", run_dir)
         return previous
+    # Verified before the record is touched: a damaged checkpoint falls back to an intact one or
+    # stops here with one line, and a completed record stays completed.
+    resume = resume_checkpoint(
+        _checkpoint_to_resume(cfg, run_dir),
+        explicit=bool(cfg.get("ckpt_path")),
+        trust=bool(cfg.get("trust_checkpoint", False)),
+    )
     record = RunRecord(run_dir, overrides or [], extra=_identity(cfg))
     record.update()
-    trainer = None
+    trainer, loggers = None, []
     try:
         pl.seed_everything(cfg.seed, workers=True)
-        datamodule = instantiate(cfg.data)
         net = instantiate(cfg.model)
-        params, model_name = count_parameters(net), cfg.model._target_.rsplit(".", 1)[-1]
-        record.update(params=params, model=model_name)
+        params, name = count_parameters(net), model_name(cfg)
+        record.update(params=params, model=name)
         check_budget(params, cfg.budget.max_params)
-        check_config(cfg, instantiate(cfg.optimizer))
-        ckpt_path = _checkpoint_to_resume(cfg, run_dir)
-        if ckpt_path is not None:
-            check_same_model(ckpt_path, model_name, params)
-            record.update(resumed_from=str(ckpt_path))
-        module = instantiate(cfg.module, net=net)
-        callbacks = [*instantiate_group(cfg.get("callbacks")), record]
-        loggers = instantiate_group(cfg.get("logger"))
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        if resume is not None:
+            check_same_model(resume, name, params)
+            record.update(resumed_from=str(resume.path))
+        run = build(cfg, net=net, extra_callbacks=[record])
+        trainer, loggers = run.trainer, run.loggers
         record.config = OmegaConf.to_container(cfg, resolve=True)
         if trainer.is_global_zero:
             OmegaConf.save(record.config, run_dir / "config.yaml")
-            _join_log_tree(cfg, run_dir, overrides or [], loggers, module)
+            _join_log_tree(cfg, run_dir, overrides or [], run.loggers, run.module)
 
-        # Our checkpoints hold RNG states (numpy arrays) that weights-only unpickling refuses;
-        # a ckpt_path is the user's own file, trusted like the code it runs.
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+        # weights_only=True unless the user trusted a file that needs more (trust_checkpoint).
+        trainer.fit(
+            run.module,
+            datamodule=run.datamodule,
+            ckpt_path=resume and resume.path,
+            weights_only=resume is None or resume.weights_only,
+        )
         # trainer.test replaces callback_metrics: keep what fit ended with.
         record.update(**_final(trainer))
         if trainer.interrupted:
             return record.finish("interrupted", error="training was interrupted")
         # The study reports the model after its last epoch, not the best checkpoint.
-        trainer.test(module, datamodule=datamodule, verbose=False)
-        record.finish("completed", **_final(trainer))
-        log_hparams_with_results(loggers, _hparams(record.config), record.data)
+        trainer.test(run.module, datamodule=run.datamodule, verbose=False)
+        record.finish("completed", **_final(trainer), **predictions_summary(trainer))
+        log_hparams_with_results(run.loggers, _hparams(record.config), record.data)
         return record.data
-    except DivergedError as error:
-        record.finish("diverged", error=str(error), **_final(trainer))
+    except BaseException as error:
+        status, message = stop_status(error)
+        record.finish(status, error=message, **_final(trainer))
+        if isinstance(error, SIGTERMException):
+            raise SystemExit(128 + signal.SIGTERM) from error
         raise
-    except SIGTERMException as error:
-        record.finish("interrupted", error="stopped by SIGTERM; rerun to resume", **_final(trainer))
-        raise SystemExit(128 + signal.SIGTERM) from error
-    except (KeyboardInterrupt, SystemExit):
-        record.finish("interrupted", error="training was interrupted; rerun to resume", **_final(trainer))
-        raise
-    except Exception as error:
-        record.finish("failed", error=f"{type(error).__name__}: {error}", **_final(trainer))
-        raise
+    finally:
+        _finish_trackers(loggers)
+
+
+def _finish_trackers(loggers: list[Any]) -> None:
+    # Lightning's WandbLogger reuses the process's wandb.run: without finish() the next job of a
+    # one-process sweep would log into this run.
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is not None:
+            logger.experiment.finish()
+
+
+def predictions_summary(trainer: pl.Trainer) -> dict[str, Any]:
+    """Per-class test accuracy and the confusion matrix, from the TestPredictions callback."""
+    return next((c.summary for c in trainer.callbacks if isinstance(c, TestPredictions)), {})
+
+
+def stop_status(error: BaseException) -> tuple[str, str]:
+    """What the run record says when ``error`` stopped a run: ``(status, error message)``."""
+    if isinstance(error, RunStopped):  # diverged, pruned, ...: the run says why itself
+        return error.status, str(error)
+    if isinstance(error, SIGTERMException):
+        return "interrupted", "stopped by SIGTERM; rerun to resume"
+    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        return "interrupted", "training was interrupted; rerun to resume"
+    return "failed", f"{type(error).__name__}: {error}"
 
 
 def _join_log_tree(
@@ -169,32 +188,7 @@ def _identity(cfg: DictConfig) -> dict[str, Any]:
             identity[key] = cfg.get(key)
         except Exception:  # ${hydra:...} outside a Hydra app (tests composing the config)
             identity[key] = None
-    return identity
-
-
-def instantiate(node: DictConfig, **kwargs: Any) -> Any:
-    """hydra.utils.instantiate that lets a ConfigError through as itself: Hydra wraps whatever a
-    constructor raises, which would turn a one-line message into a multi-line one."""
-    try:
-        return hydra_instantiate(node, **kwargs)
-    except MissingMandatoryValue as error:
-        raise ConfigError(
-            f"{error.full_key} is required (the config leaves it ???); set it, e.g. {error.full_key}=..."
-        ) from None
-    except InstantiationException as error:
-        cause = error.__cause__
-        while isinstance(cause, InstantiationException):
-            cause = cause.__cause__
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        raise
-
-
-def instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a dict-of-configs group (callbacks, loggers); None entries skip."""
-    if not group:
-        return []
-    return [instantiate(node) for node in group.values() if node and "_target_" in node]
+    return {**identity, **code_version()}  # which code made the run: version and git commit
 
 
 def _final(trainer: pl.Trainer | None) -> dict[str, Any]:

@@ -22,21 +22,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import CONFIG_DIR
+from tests.helpers import CONFIG_DIR
 from tests.test_data_cinic10 import make_cinic, write_png
 
 BASE = ["experiment=quickstart", "scale=smoke", "logger=none"]
 CINIC10_URL = "https://datashare.ed.ac.uk/bitstream/handle/10283/3192/CINIC-10.tar.gz"
 
 
-def run_cli(tmp_path: Path, *overrides: str, run_dir: Path | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    tmp_path: Path, *overrides: str, run_dir: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     run_dir = run_dir or tmp_path / "run"
     environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     environ.update({"OMP_NUM_THREADS": "1", **(env or {})})
     return subprocess.run(
         [sys.executable, "-m", "pyramid_lab", *BASE, f"hydra.run.dir={run_dir}", *overrides],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=environ,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environ,
     )
 
 
@@ -58,6 +63,7 @@ def not_completed(run_dir: Path) -> bool:
 
 # --- configuration -------------------------------------------------------------------------------
 
+
 def test_unknown_group_option_names_it_and_lists_the_valid_ones(tmp_path):
     result = run_cli(tmp_path, "activation=swish")
     assert result.returncode != 0
@@ -75,18 +81,23 @@ def test_wrong_type(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("overrides", "expected"), [
-    (["data.batch_size=0"], "data.batch_size=0 must be a positive integer"),
-    (["optimizer.lr=0"], "optimizer.lr=0 must be > 0"),
-    (["model.depth=5"], "model.depth=5 is too small for basic units: need depth >= 8"),
-    (["model.bottleneck=true", "model.depth=10"],
-     "model.depth=10 is too small for bottleneck units: need depth >= 11"),
-    (["model.alpha=-1"], "model.alpha=-1 must be >= 0"),
-    (["activation.name=swish"], "'swish' is unknown; valid: relu, leaky_relu, selu, hardswish"),
-    (["budget.max_params=1000"], "over budget.max_params=1,000"),
-    (["ckpt_path=/nonexistent.ckpt"], "ckpt_path=/nonexistent.ckpt does not exist"),
-], ids=["batch_size", "lr", "depth_basic", "depth_bottleneck", "alpha", "activation", "budget",
-        "ckpt_path"])
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["data.batch_size=0"], "data.batch_size=0 must be a positive integer"),
+        (["optimizer.lr=0"], "optimizer.lr=0 must be > 0"),
+        (["model.depth=5"], "model.depth=5 is too small for basic units: need depth >= 8"),
+        (
+            ["model.bottleneck=true", "model.depth=10"],
+            "model.depth=10 is too small for bottleneck units: need depth >= 11",
+        ),
+        (["model.alpha=-1"], "model.alpha=-1 must be >= 0"),
+        (["activation.name=swish"], "'swish' is unknown; valid: relu, leaky_relu, selu, hardswish"),
+        (["budget.max_params=1000"], "over budget.max_params=1,000"),
+        (["ckpt_path=/nonexistent.ckpt"], "ckpt_path=/nonexistent.ckpt does not exist"),
+    ],
+    ids=["batch_size", "lr", "depth_basic", "depth_bottleneck", "alpha", "activation", "budget", "ckpt_path"],
+)
 def test_bad_setting(tmp_path, overrides, expected):
     line = error_line(run_cli(tmp_path, *overrides), tmp_path / "run")
     assert expected in line
@@ -94,8 +105,7 @@ def test_bad_setting(tmp_path, overrides, expected):
 
 @pytest.mark.slow
 def test_sam_with_fp16_mixed_precision(tmp_path):
-    line = error_line(run_cli(tmp_path, "optimizer=sam", "trainer.precision=16-mixed"),
-                      tmp_path / "run")
+    line = error_line(run_cli(tmp_path, "optimizer=sam", "trainer.precision=16-mixed"), tmp_path / "run")
     assert "trainer.precision=16-mixed" in line and "bf16-mixed" in line
 
 
@@ -116,6 +126,7 @@ def test_full_traceback_on_request(tmp_path):
 
 
 # --- CINIC-10 folders ----------------------------------------------------------------------------
+
 
 def cinic_run(tmp_path: Path, root: Path) -> subprocess.CompletedProcess:
     return run_cli(tmp_path, "data=cinic10", f"data.dataset.root={root}", "data.dataset.allow_subset=true")
@@ -174,11 +185,15 @@ def test_cinic10_corrupt_png_is_named(tmp_path, cinic_root, damage):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("shape", "mode", "described"), [
-    ((31, 32, 3), "RGB", "32x31 RGB"),
-    ((64, 64, 3), "RGB", "64x64 RGB"),
-    ((32, 32, 4), "RGBA", "32x32 RGBA"),
-], ids=["31x32", "64x64", "rgba"])
+@pytest.mark.parametrize(
+    ("shape", "mode", "described"),
+    [
+        ((31, 32, 3), "RGB", "32x31 RGB"),
+        ((64, 64, 3), "RGB", "64x64 RGB"),
+        ((32, 32, 4), "RGBA", "32x32 RGBA"),
+    ],
+    ids=["31x32", "64x64", "rgba"],
+)
 def test_cinic10_image_not_32x32_rgb_is_named(tmp_path, cinic_root, shape, mode, described):
     bad = cinic_root / "train" / "deer" / "img_000.png"
     write_png(bad, np.zeros(shape, np.uint8), mode=mode)

@@ -16,8 +16,9 @@ from pyramid_lab.errors import ConfigError
 class FixedSource:
     """A data source with given sizes and statistics; images encode their own index."""
 
-    def __init__(self, n_train=50, n_val=20, n_test=30, num_classes=10,
-                 mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)):
+    def __init__(
+        self, n_train=50, n_val=20, n_test=30, num_classes=10, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)
+    ):
         self.sizes = (n_train, n_val, n_test)
         self.num_classes = num_classes
         self.mean, self.std = mean, std
@@ -27,13 +28,20 @@ class FixedSource:
 
     def load(self) -> Splits:
         def split(n, offset):
-            images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8,
-                                   generator=torch.Generator().manual_seed(offset))
+            images = torch.randint(
+                0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(offset)
+            )
             return ArraySplit(images, torch.arange(offset, offset + n) % self.num_classes)
 
         n_train, n_val, n_test = self.sizes
-        return Splits(split(n_train, 0), split(n_val, 1000), split(n_test, 2000),
-                      [str(i) for i in range(self.num_classes)], self.mean, self.std)
+        return Splits(
+            split(n_train, 0),
+            split(n_val, 1000),
+            split(n_test, 2000),
+            [str(i) for i in range(self.num_classes)],
+            self.mean,
+            self.std,
+        )
 
 
 def batches(loader):
@@ -47,6 +55,7 @@ def sampler_indices(sampler, epoch=0):
 
 # --- samplers --------------------------------------------------------------------------------
 
+
 def test_shuffled_sampler_covers_every_sample_once_and_reshuffles_per_epoch():
     sampler = ShuffledBatchSampler(100, 10, seed=3)
     epochs = [torch.cat(sampler_indices(sampler, e)) for e in range(3)]
@@ -54,10 +63,10 @@ def test_shuffled_sampler_covers_every_sample_once_and_reshuffles_per_epoch():
         assert len(order) == 100 and torch.equal(order.sort().values, torch.arange(100))
     assert not torch.equal(epochs[0], epochs[1]) and not torch.equal(epochs[1], epochs[2])
     # The order is a function of seed + epoch alone: a new sampler replays it (resume, ranks).
-    assert torch.equal(torch.cat(sampler_indices(ShuffledBatchSampler(100, 10, seed=3), 1)),
-                       epochs[1])
-    assert len(sampler) == 10 and all(len(b) == 10 and b.dtype == torch.int64
-                                      for b in sampler_indices(sampler))
+    assert torch.equal(torch.cat(sampler_indices(ShuffledBatchSampler(100, 10, seed=3), 1)), epochs[1])
+    assert len(sampler) == 10 and all(
+        len(b) == 10 and b.dtype == torch.int64 for b in sampler_indices(sampler)
+    )
 
 
 def test_shuffled_sampler_drop_last():
@@ -73,8 +82,7 @@ def test_shuffled_sampler_drop_last():
 @pytest.mark.parametrize("drop_last", [True, False])
 @pytest.mark.parametrize("n", [100, 103])
 def test_shuffled_sampler_shards_disjointly_across_two_ranks(n, drop_last):
-    ranks = [ShuffledBatchSampler(n, 8, seed=1, drop_last=drop_last, rank=r, world_size=2)
-             for r in range(2)]
+    ranks = [ShuffledBatchSampler(n, 8, seed=1, drop_last=drop_last, rank=r, world_size=2) for r in range(2)]
     for epoch in (0, 1):
         per_rank = [sampler_indices(s, epoch) for s in ranks]
         assert len(per_rank[0]) == len(per_rank[1]) == len(ranks[0])  # DDP needs equal counts
@@ -87,8 +95,7 @@ def test_shuffled_sampler_shards_disjointly_across_two_ranks(n, drop_last):
             assert len(union) == 2 * -(-n // 2)
             assert set(union.tolist()) == set(range(n))  # every sample, padding repeats <= 1
     # Per-epoch reshuffling on both ranks.
-    assert not torch.equal(torch.cat(sampler_indices(ranks[0], 0)),
-                           torch.cat(sampler_indices(ranks[0], 1)))
+    assert not torch.equal(torch.cat(sampler_indices(ranks[0], 0)), torch.cat(sampler_indices(ranks[0], 1)))
 
 
 def test_repeats_show_every_sample_that_many_times_per_epoch_at_random_places():
@@ -110,6 +117,7 @@ def test_sequential_sampler_keeps_order_and_every_sample():
 
 
 # --- the data module -------------------------------------------------------------------------
+
 
 def make_dm(source=None, **kw) -> ImageDataModule:
     kw.setdefault("num_classes", 10)
@@ -152,12 +160,15 @@ def test_train_loader_shards_by_trainer_rank():
     for rank in range(2):
         dm.trainer = SimpleNamespace(global_rank=rank, world_size=2, training=True)
         # Images are unique, so compare them to check the two ranks' samples are disjoint.
-        labels.append({tuple(x.flatten()[:16].tolist()) for xb, _ in dm.train_dataloader()
-                       for x in xb})
+        labels.append({tuple(x.flatten()[:16].tolist()) for xb, _ in dm.train_dataloader() for x in xb})
     assert len(labels[0]) == len(labels[1]) == 32 and not labels[0] & labels[1]
     # Lightning's own DistributedSampler would replace the batch sampler: refuse that set-up.
-    dm.trainer = SimpleNamespace(global_rank=0, world_size=2, training=True,
-                                 _accelerator_connector=SimpleNamespace(use_distributed_sampler=True))
+    dm.trainer = SimpleNamespace(
+        global_rank=0,
+        world_size=2,
+        training=True,
+        _accelerator_connector=SimpleNamespace(use_distributed_sampler=True),
+    )
     with pytest.raises(ConfigError, match="trainer.use_distributed_sampler=false"):
         dm.train_dataloader()
 
@@ -245,11 +256,11 @@ def test_config_errors():
 
 
 def test_synthetic_through_the_module():
-    dm = make_dm(Synthetic(num_train=40, num_val=8, num_test=8, num_classes=4), num_classes=4,
-                 pin_memory=False)
+    dm = make_dm(
+        Synthetic(num_train=40, num_val=8, num_test=8, num_classes=4), num_classes=4, pin_memory=False
+    )
     assert len(dm.train_dataloader()) == 5
     assert int(torch.cat([y for _, y in dm.train_dataloader()]).max()) < 4
-
 
 
 def test_with_a_real_trainer(tmp_path):
@@ -273,18 +284,25 @@ def test_with_a_real_trainer(tmp_path):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
-    dm = ImageDataModule(Digits(), num_classes=10, batch_size=64,
-                         augment=BatchAugment(noise_std=0.1))
+    dm = ImageDataModule(Digits(), num_classes=10, batch_size=64, augment=BatchAugment(noise_std=0.1))
     model = Probe()
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, use_distributed_sampler=False,
-                         limit_val_batches=1, num_sanity_val_steps=0, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, datamodule=dm)
     n = len(dm.splits.train) // 64
     assert len(model.train_batches) == 2 * n
-    assert all(dt == torch.float32 and tuple(s) == (64, 3, 32, 32)
-               for dt, s, _, _ in model.train_batches)
+    assert all(dt == torch.float32 and tuple(s) == (64, 3, 32, 32) for dt, s, _, _ in model.train_batches)
     epoch0 = torch.cat([y for *_, e, y in model.train_batches if e == 0])
     epoch1 = torch.cat([y for *_, e, y in model.train_batches if e == 1])
     assert not torch.equal(epoch0, epoch1)  # set_epoch reached the sampler

@@ -30,8 +30,9 @@ def test_crop_matches_torchvision_random_crop_distribution():
 
     n, n_tv = 20_000, 8_000  # torchvision crops one image per call: keep its loop short
     image = coordinate_image()
-    ours = BatchAugment(crop_padding=PAD, flip=False)(image.expand(n, -1, -1, -1),
-                                                      generator=torch.Generator().manual_seed(0))
+    ours = BatchAugment(crop_padding=PAD, flip=False)(
+        image.expand(n, -1, -1, -1), generator=torch.Generator().manual_seed(0)
+    )
     dy, dx = crop_offsets(ours)
     torch.manual_seed(0)
     crop = RandomCrop(32, padding=PAD)
@@ -42,7 +43,7 @@ def test_crop_matches_torchvision_random_crop_distribution():
     # Each output is exactly the crop of the zero-padded image at its offsets.
     padded = F.pad(image, (PAD,) * 4)
     for i in range(0, n, 997):
-        assert torch.equal(ours[i], padded[:, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32])
+        assert torch.equal(ours[i], padded[:, dy[i] : dy[i] + 32, dx[i] : dx[i] + 32])
     # The joint (dy, dx) histograms of the two are the same distribution.
     ours_hist = torch.bincount(dy * bins + dx, minlength=bins * bins)
     tv_hist = torch.bincount(ty * bins + tx, minlength=bins * bins)
@@ -61,8 +62,9 @@ def test_crops_and_flips_are_per_sample():
 def test_flip_rate_is_one_half_per_sample():
     n = 10_000
     image = coordinate_image()
-    out = BatchAugment(crop_padding=0, flip=True)(image.expand(n, -1, -1, -1),
-                                                  generator=torch.Generator().manual_seed(2))
+    out = BatchAugment(crop_padding=0, flip=True)(
+        image.expand(n, -1, -1, -1), generator=torch.Generator().manual_seed(2)
+    )
     flipped = out[:, 1, 0, 0] == 32  # the first column now holds the last one
     assert torch.equal(out[flipped][0], image.flip(-1)) and torch.equal(out[~flipped][0], image)
     assert abs(flipped.float().mean().item() - 0.5) < 4 * (0.25 / n) ** 0.5
@@ -84,7 +86,8 @@ def test_scale_and_rotation():
     shrunk = BatchAugment(crop_padding=0, flip=False, scale=[0.5, 0.5])(x)
     assert shrunk[..., :7, :].abs().max() == 0 and shrunk[..., 8:24, 8:24].abs().min() > 0
     rotated = BatchAugment(crop_padding=0, flip=False, rotate_degrees=30)(
-        x[:1].expand(16, -1, -1, -1), generator=torch.Generator().manual_seed(3))
+        x[:1].expand(16, -1, -1, -1), generator=torch.Generator().manual_seed(3)
+    )
     assert len({round(r.sum().item(), 3) for r in rotated}) > 8  # a different angle per sample
     assert rotated.shape == x.shape
 
@@ -108,14 +111,17 @@ def test_vertical_flip_mirrors_rows_per_sample():
     assert all(f or k for f, k in zip(flipped, kept)) and 0 < sum(flipped) < 16
 
 
-@pytest.mark.parametrize("kwargs, setting", [
-    ({"noise_std": -0.1}, "data.augment.noise_std"),
-    ({"crop_padding": -1}, "data.augment.crop_padding"),
-    ({"crop_padding": 1.5}, "data.augment.crop_padding"),
-    ({"scale": [1.2, 0.8]}, "data.augment.scale"),
-    ({"scale": [0.0, 1.0]}, "data.augment.scale"),
-    ({"rotate_degrees": -5}, "data.augment.rotate_degrees"),
-])
+@pytest.mark.parametrize(
+    "kwargs, setting",
+    [
+        ({"noise_std": -0.1}, "data.augment.noise_std"),
+        ({"crop_padding": -1}, "data.augment.crop_padding"),
+        ({"crop_padding": 1.5}, "data.augment.crop_padding"),
+        ({"scale": [1.2, 0.8]}, "data.augment.scale"),
+        ({"scale": [0.0, 1.0]}, "data.augment.scale"),
+        ({"rotate_degrees": -5}, "data.augment.rotate_degrees"),
+    ],
+)
 def test_bad_settings(kwargs, setting):
     with pytest.raises(ConfigError, match=setting) as info:
         BatchAugment(**kwargs)
@@ -126,8 +132,7 @@ def test_bad_settings(kwargs, setting):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_runs_on_the_gpu_without_host_syncs():
     x = torch.rand(256, 3, 32, 32, device="cuda")
-    aug = BatchAugment(crop_padding=4, flip=True, scale=[0.9, 1.1], rotate_degrees=10,
-                       noise_std=0.1)
+    aug = BatchAugment(crop_padding=4, flip=True, scale=[0.9, 1.1], rotate_degrees=10, noise_std=0.1)
     aug.add_noise(aug(x))  # warm-up (lazy CUDA initialisation may sync)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

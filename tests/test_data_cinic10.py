@@ -74,8 +74,14 @@ def test_grayscale_and_palette_pngs_are_converted_like_image_folder(cinic):
     cat = splits.test.images[3 * CLASSES.index("cat")]
     assert all(torch.equal(cat[c], torch.from_numpy(grey)) for c in range(3))
     dog = splits.test.images[3 * CLASSES.index("dog")]
-    assert torch.equal(dog, torch.from_numpy(np.asarray(
-        Image.open(root / "test" / "dog" / "img_000.png").convert("RGB")).transpose(2, 0, 1).copy()))
+    assert torch.equal(
+        dog,
+        torch.from_numpy(
+            np.asarray(Image.open(root / "test" / "dog" / "img_000.png").convert("RGB"))
+            .transpose(2, 0, 1)
+            .copy()
+        ),
+    )
 
 
 def test_decode_cache_is_reused_and_rebuilt_when_a_file_changes(cinic, monkeypatch):
@@ -133,8 +139,7 @@ def test_download_from_a_file_url(tmp_path, prefix):
     splits = CINIC10(root, download=True, num_workers=0, url=archive.as_uri(), allow_subset=True).load()
     assert torch.equal(splits.val.images, torch.from_numpy(expected["val"][0]))
     assert (root / "CINIC-10.tar.gz").is_file()
-    leftovers = [p.name for p in root.iterdir() if p.name.startswith(".") and
-                 p.name != ".pyramid_lab_cache"]
+    leftovers = [p.name for p in root.iterdir() if p.name.startswith(".") and p.name != ".pyramid_lab_cache"]
     assert leftovers == []
     # Present now: a second call neither downloads nor unpacks.
     (root / "CINIC-10.tar.gz").unlink()
@@ -165,8 +170,11 @@ def test_download_errors(tmp_path):
 
 
 def test_missing_root(tmp_path):
-    with pytest.raises(ConfigError, match=r"data.dataset.root=.* does not exist; set "
-                                          r"data.dataset.download=true .*datashare.ed.ac.uk") as e:
+    with pytest.raises(
+        ConfigError,
+        match=r"data.dataset.root=.* does not exist; set "
+        r"data.dataset.download=true .*datashare.ed.ac.uk",
+    ) as e:
         CINIC10(tmp_path / "nowhere", allow_subset=True).load()
     assert "train/, valid/, test/" in one_line(e)
 
@@ -182,8 +190,11 @@ def test_missing_split(cinic):
 def test_class_folders_differing_between_splits(cinic):
     root, _ = cinic
     (root / "test" / "cat").rename(root / "test" / "kitten")
-    with pytest.raises(ConfigError, match=r"test has the wrong class folders \(missing cat; "
-                                          r"unexpected kitten\)") as e:
+    with pytest.raises(
+        ConfigError,
+        match=r"test has the wrong class folders \(missing cat; "
+        r"unexpected kitten\)",
+    ) as e:
         CINIC10(root, num_workers=0, allow_subset=True).load()
     one_line(e)
 
@@ -216,15 +227,21 @@ def test_corrupt_png_is_named(cinic, damage, num_workers):
     assert not list((root / ".pyramid_lab_cache").glob(".*tmp"))
 
 
-@pytest.mark.parametrize("shape, mode, described", [
-    ((31, 32, 3), "RGB", "32x31 RGB"),
-    ((32, 32, 4), "RGBA", "32x32 RGBA"),
-])
+@pytest.mark.parametrize(
+    "shape, mode, described",
+    [
+        ((31, 32, 3), "RGB", "32x31 RGB"),
+        ((32, 32, 4), "RGBA", "32x32 RGBA"),
+    ],
+)
 def test_wrong_image_size_or_mode_is_named(cinic, shape, mode, described):
     root, _ = cinic
     write_png(root / "train" / "deer" / "img_001.png", np.zeros(shape, np.uint8), mode=mode)
-    with pytest.raises(ConfigError, match=rf"train/deer/img_001.png is a {described} image; "
-                                          r"expected 32x32 RGB") as e:
+    with pytest.raises(
+        ConfigError,
+        match=rf"train/deer/img_001.png is a {described} image; "
+        r"expected 32x32 RGB",
+    ) as e:
         CINIC10(root, num_workers=0, allow_subset=True).load()
     one_line(e)
 
@@ -236,8 +253,9 @@ def test_bad_num_workers(tmp_path):
 
 def test_through_the_data_module(cinic):
     root, expected = cinic
-    dm = ImageDataModule(CINIC10(root, num_workers=0, allow_subset=True), num_classes=10, batch_size=4,
-                         pin_memory=False)
+    dm = ImageDataModule(
+        CINIC10(root, num_workers=0, allow_subset=True), num_classes=10, batch_size=4, pin_memory=False
+    )
     dm.prepare_data()
     dm.setup("fit")
     labels = torch.cat([y for _, y in dm.test_dataloader()])

@@ -8,7 +8,7 @@ import pytest
 from hydra.utils import instantiate
 
 from pyramid_lab.data import CIFAR10, CINIC10, Digits, ImageDataModule, Synthetic
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 
 def build(name: str, tmp_path: Path, *overrides: str) -> ImageDataModule:
@@ -16,8 +16,9 @@ def build(name: str, tmp_path: Path, *overrides: str) -> ImageDataModule:
     return instantiate(cfg.data)
 
 
-@pytest.mark.parametrize("name, source", [("cinic10", CINIC10), ("cifar10", CIFAR10),
-                                          ("digits", Digits), ("synthetic", Synthetic)])
+@pytest.mark.parametrize(
+    "name, source", [("cinic10", CINIC10), ("cifar10", CIFAR10), ("digits", Digits), ("synthetic", Synthetic)]
+)
 def test_data_configs_instantiate(tmp_path, name, source):
     dm = build(name, tmp_path)
     assert isinstance(dm, ImageDataModule) and isinstance(dm.dataset, source)
@@ -25,7 +26,12 @@ def test_data_configs_instantiate(tmp_path, name, source):
     # The study's baseline trains without augmentation: a BatchAugment with every part off.
     augment = dm.augment
     assert (augment.crop_padding, augment.flip, augment.scale, augment.rotate_degrees, augment.noise_std) == (
-        0, False, None, 0.0, 0.0)
+        0,
+        False,
+        None,
+        0.0,
+        0.0,
+    )
     assert dm.batch_size == (64 if name == "digits" else 256)
 
 

@@ -23,6 +23,7 @@ def check_shapes(splits: Splits, num_classes: int) -> None:
 
 # --- Digits ----------------------------------------------------------------------------------
 
+
 def test_digits_splits_are_disjoint_stratified_and_seeded():
     from sklearn.datasets import load_digits
 
@@ -62,17 +63,21 @@ def test_digits_images():
     assert splits.std == pytest.approx(tuple(x.std(dim=(0, 2, 3), unbiased=False).tolist()))
 
 
-@pytest.mark.parametrize("kwargs, setting", [
-    ({"val_fraction": 0.0}, "data.dataset.val_fraction"),
-    ({"test_fraction": 1.2}, "data.dataset.test_fraction"),
-    ({"val_fraction": 0.5, "test_fraction": 0.5}, "data.dataset.val_fraction"),
-])
+@pytest.mark.parametrize(
+    "kwargs, setting",
+    [
+        ({"val_fraction": 0.0}, "data.dataset.val_fraction"),
+        ({"test_fraction": 1.2}, "data.dataset.test_fraction"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "data.dataset.val_fraction"),
+    ],
+)
 def test_digits_bad_fractions(kwargs, setting):
     with pytest.raises(ConfigError, match=setting):
         Digits(**kwargs)
 
 
 # --- Synthetic -------------------------------------------------------------------------------
+
 
 def test_synthetic():
     splits = Synthetic(num_train=20, num_val=5, num_test=7, num_classes=3, seed=1).load()
@@ -89,8 +94,7 @@ def test_synthetic():
 
 # --- CIFAR-10 --------------------------------------------------------------------------------
 
-CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
-                 "dog", "frog", "horse", "ship", "truck"]
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def write_fake_cifar(root, per_batch=20, n_test=30):
@@ -139,8 +143,7 @@ def test_cifar10_from_torchvision_pickles(fake_cifar):
     assert sorted(map(bytes, ours)) == sorted(map(bytes, all_train.reshape(100, -1)))
     again = CIFAR10(root, val_size=20, seed=0).load()
     assert torch.equal(again.val.images, splits.val.images)
-    assert not torch.equal(CIFAR10(root, val_size=20, seed=1).load().val.images,
-                           splits.val.images)
+    assert not torch.equal(CIFAR10(root, val_size=20, seed=1).load().val.images, splits.val.images)
 
 
 def test_cifar10_errors(fake_cifar):

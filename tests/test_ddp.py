@@ -9,11 +9,18 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from pyramid_lab.record import read_record
-from tests.conftest import compose_config
+from pyramid_lab.runs.record import read_record
+from tests.helpers import compose_config
 
-RUN = ["experiment=quickstart", "model.depth=8", "model.alpha=8", "trainer.max_epochs=2",
-       "data.batch_size=32", "~callbacks.progress_bar", "+trainer.enable_progress_bar=false"]
+RUN = [
+    "experiment=quickstart",
+    "model.depth=8",
+    "model.alpha=8",
+    "trainer.max_epochs=2",
+    "data.batch_size=32",
+    "~callbacks.progress_bar",
+    "+trainer.enable_progress_bar=false",
+]
 
 
 @pytest.mark.slow
@@ -22,7 +29,10 @@ def test_two_process_ddp_run_completes_with_each_sample_once(tmp_path):
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
     result = subprocess.run(
         [sys.executable, "-m", "pyramid_lab", *RUN, *ddp, f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("run folder:") == 1  # rank 0 reports, rank 1 does not
@@ -57,9 +67,21 @@ def test_a_sweep_of_ddp_jobs_keeps_each_rank_in_its_job(tmp_path):
     sweep_dir = tmp_path / "sweep"
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
     result = subprocess.run(
-        [sys.executable, "-m", "pyramid_lab", "-m", *RUN, *ddp, "trainer.max_epochs=1",
-         "optimizer.lr=0.05,0.1", f"hydra.sweep.dir={sweep_dir}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pyramid_lab",
+            "-m",
+            *RUN,
+            *ddp,
+            "trainer.max_epochs=1",
+            "optimizer.lr=0.05,0.1",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 of 2 jobs completed" in result.stdout

@@ -14,18 +14,25 @@ from typing import Any
 import torch
 
 from pyramid_lab.train import train
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 # Fields of metrics.json that legitimately differ between two identical runs.
 NOT_COMPARED = {"wall_time_s", "run_dir"}
 
 
-def run(tmp_path: Path, name: str, tiny_overrides: list[str],
-        seed: int) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def run(
+    tmp_path: Path, name: str, tiny_overrides: list[str], seed: int
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     out = tmp_path / name
     cfg = compose_config(
-        [*tiny_overrides, "trainer.max_epochs=2", "trainer.deterministic=true", "tricks=augment",
-         "model.shakedrop=0.5", f"seed={seed}"],
+        [
+            *tiny_overrides,
+            "trainer.max_epochs=2",
+            "trainer.deterministic=true",
+            "tricks=augment",
+            "model.shakedrop=0.5",
+            f"seed={seed}",
+        ],
         out,
     )
     record = train(cfg)

@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
-from pyramid_lab.record import read_record
-from tests.conftest import CONFIG_DIR
+from pyramid_lab.runs.record import read_record
+from tests.helpers import CONFIG_DIR
 
 submitit = pytest.importorskip("submitit", reason="needs pip install -e '.[slurm]'")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
@@ -27,10 +27,23 @@ pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 def test_two_job_sweep_through_the_submitit_local_launcher(tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = subprocess.run(
-        [sys.executable, "-m", "pyramid_lab", "-m", "experiment=quickstart", "scale=smoke",
-         "logger=none", "optimizer.lr=0.05,0.1", "hydra/launcher=submitit_local",
-         "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={sweep_dir}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pyramid_lab",
+            "-m",
+            "experiment=quickstart",
+            "scale=smoke",
+            "logger=none",
+            "optimizer.lr=0.05,0.1",
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=5",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -56,34 +69,67 @@ def sbatch_script(launcher, folder: Path, monkeypatch) -> str:
     # submitit refuses to build a SLURM executor where `srun` is not on PATH; nothing is run here.
     monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 1))
     params = dict(launcher.params)
-    executor = submitit.AutoExecutor(cluster="slurm", folder=folder,
-                                     slurm_max_num_timeout=params.pop("max_num_timeout"))
+    executor = submitit.AutoExecutor(
+        cluster="slurm", folder=folder, slurm_max_num_timeout=params.pop("max_num_timeout")
+    )
     params.pop("submitit_folder")
-    base = {"timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes",
-            "name", "stderr_to_stdout"}
+    base = {
+        "timeout_min",
+        "cpus_per_task",
+        "gpus_per_node",
+        "tasks_per_node",
+        "mem_gb",
+        "nodes",
+        "name",
+        "stderr_to_stdout",
+    }
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
     return executor._executor._make_submission_file_text("python -u -m submitit.core._submit", "0")
 
 
 def test_slurm_gpu_preset_follows_the_trainer(tmp_path, monkeypatch):
-    cfg = compose_with_hydra(["hydra/launcher=slurm_gpu", "trainer=gpu",
-                              "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path}"])
+    cfg = compose_with_hydra(
+        [
+            "hydra/launcher=slurm_gpu",
+            "trainer=gpu",
+            "hydra.launcher.partition=gpu",
+            f"hydra.sweep.dir={tmp_path}",
+        ]
+    )
     launcher = instantiate(cfg.hydra.launcher)
     assert type(launcher).__name__ == "SlurmLauncher"
     assert {k: launcher.params[k] for k in ("gpus_per_node", "tasks_per_node", "nodes")} == {
-        "gpus_per_node": 1, "tasks_per_node": 1, "nodes": 1}
+        "gpus_per_node": 1,
+        "tasks_per_node": 1,
+        "nodes": 1,
+    }
     assert launcher.params["timeout_min"] == 24 * 60 and launcher.params["max_num_timeout"] > 0
 
     script = sbatch_script(launcher, tmp_path / ".submitit", monkeypatch)
-    for line in ("--gpus-per-node=1", "--ntasks-per-node=1", "--nodes=1", "--partition=gpu",
-                 "--time=1440", "--signal=USR2@120", "--cpus-per-task=8", "--mem=64GB",
-                 "--job-name=train"):
+    for line in (
+        "--gpus-per-node=1",
+        "--ntasks-per-node=1",
+        "--nodes=1",
+        "--partition=gpu",
+        "--time=1440",
+        "--signal=USR2@120",
+        "--cpus-per-task=8",
+        "--mem=64GB",
+        "--job-name=train",
+    ):
         assert f"#SBATCH {line}\n" in script, script
 
 
 def test_slurm_gpu_preset_asks_for_one_task_per_gpu_on_every_node(tmp_path, monkeypatch):
-    cfg = compose_with_hydra(["hydra/launcher=slurm_gpu", "trainer=ddp", "trainer.devices=4",
-                              "trainer.num_nodes=2", f"hydra.sweep.dir={tmp_path}"])
+    cfg = compose_with_hydra(
+        [
+            "hydra/launcher=slurm_gpu",
+            "trainer=ddp",
+            "trainer.devices=4",
+            "trainer.num_nodes=2",
+            f"hydra.sweep.dir={tmp_path}",
+        ]
+    )
     launcher = instantiate(cfg.hydra.launcher)
     script = sbatch_script(launcher, tmp_path / ".submitit", monkeypatch)
     for line in ("--gpus-per-node=4", "--ntasks-per-node=4", "--nodes=2"):
@@ -94,7 +140,10 @@ def test_slurm_gpu_preset_asks_for_one_task_per_gpu_on_every_node(tmp_path, monk
 def test_slurm_gpu_composes_from_the_command_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pyramid_lab", "hydra/launcher=slurm_gpu", "--cfg", "hydra"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "SlurmLauncher" in result.stdout

@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,8 +19,9 @@ from torch import nn
 
 import pyramid_lab.models as models
 from pyramid_lab.models import VGG, ConvNet, DenseNet, PyramidNet, ResNet, WideResNet
+from tests.helpers import CONFIG_DIR
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF = CONFIG_DIR / "model"
 OPTIONS = sorted(p.stem for p in CONF.glob("*.yaml"))
 # Settings for the options that take any depth (their YAML leaves depth and alpha as ???).
 SMALL = {"pyramidnet": {"depth": 11, "alpha": 8, "bottleneck": True, "shakedrop": 0.5}}

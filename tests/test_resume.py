@@ -12,23 +12,31 @@ from pathlib import Path
 import pytest
 import torch
 
-from pyramid_lab.checkpoint import AtomicCheckpointIO
 from pyramid_lab.errors import ConfigError
-from pyramid_lab.record import read_record
+from pyramid_lab.runs.checkpoint import AtomicCheckpointIO
+from pyramid_lab.runs.record import read_record
 from pyramid_lab.train import train
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 # A run of about a second per epoch on the digits: long enough to be killed mid-way.
 RUN = [
-    "experiment=quickstart", "model.depth=8", "model.alpha=8", "trainer.max_epochs=6",
-    "~callbacks.progress_bar", "+trainer.enable_progress_bar=false", "scheduler=exp",
+    "experiment=quickstart",
+    "model.depth=8",
+    "model.alpha=8",
+    "trainer.max_epochs=6",
+    "~callbacks.progress_bar",
+    "+trainer.enable_progress_bar=false",
+    "scheduler=exp",
 ]
 
 
 def start(run_dir: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "pyramid_lab", *RUN, f"hydra.run.dir={run_dir}", *extra],
-        cwd=run_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=run_dir.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -37,7 +45,10 @@ def wait_for_epochs(run_dir: Path, epochs: int, process: subprocess.Popen, timeo
     while time.time() < deadline:
         assert process.poll() is None, process.communicate()
         try:
-            if len(read_record(run_dir)["history"]) >= epochs and (run_dir / "checkpoints" / "last.ckpt").exists():
+            if (
+                len(read_record(run_dir)["history"]) >= epochs
+                and (run_dir / "checkpoints" / "last.ckpt").exists()
+            ):
                 return
         except (OSError, ValueError, KeyError):
             pass
@@ -117,8 +128,10 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path, 
     assert [e["epoch"] for e in resumed["history"]] == [1, 2, 3]
     for key in ("train/loss", "train/acc", "test/acc", "test/loss", "val/acc_best"):
         assert resumed[key] == straight[key], key
-    weights = [torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-               for run in ("straight", "split")]
+    weights = [
+        torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        for run in ("straight", "split")
+    ]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
@@ -149,9 +162,18 @@ def test_missing_ckpt_path(tmp_path, tiny_overrides):
 @pytest.mark.slow
 def test_a_resumed_sweep_skips_completed_jobs(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    command = [sys.executable, "-m", "pyramid_lab", "-m", "experiment=quickstart", "scale=smoke",
-               "logger=none", "~callbacks.progress_bar", "optimizer.lr=0.1,0.05",
-               f"hydra.sweep.dir={sweep_dir}"]
+    command = [
+        sys.executable,
+        "-m",
+        "pyramid_lab",
+        "-m",
+        "experiment=quickstart",
+        "scale=smoke",
+        "logger=none",
+        "~callbacks.progress_bar",
+        "optimizer.lr=0.1,0.05",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     assert subprocess.run(command, cwd=tmp_path, capture_output=True).returncode == 0
     done = (sweep_dir / "0" / "metrics.json").read_text()
     # Job 1 "crashed": its record says running, as a killed job's does.

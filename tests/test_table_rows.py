@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from tests.conftest import CONFIG_DIR
+from tests.helpers import CONFIG_DIR
 
 TABLES = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("table*.yaml"))
 # Keys that name a run rather than change its experiment.
@@ -42,7 +42,9 @@ def compose_run(overrides: list[str], tmp_path: Path) -> tuple[dict[str, Any], d
 def _compose_cached(overrides: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose("config", overrides=["paths.output_dir=/nonexistent/run", *overrides], return_hydra_config=True)
+        cfg = compose(
+            "config", overrides=["paths.output_dir=/nonexistent/run", *overrides], return_hydra_config=True
+        )
     HydraConfig.instance().set_config(cfg)  # resolves row: ${hydra:runtime.choices.<group>}
     hydra_node = OmegaConf.to_container(cfg.hydra)
     with open_dict(cfg):
@@ -96,11 +98,11 @@ def params_of(config: dict[str, Any]) -> int:
 def lr_trace(config: dict[str, Any]) -> list[float]:
     """The learning rate of each of the run's epochs under the row's scheduler."""
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config["optimizer"]["lr"])
-    scheduler = instantiate(config["scheduler"]["scheduler"])(optimizer)
+    scheduler = instantiate(config["scheduler"])(optimizer)
     lrs = []
     for _ in range(config["trainer"]["max_epochs"]):
         lrs.append(optimizer.param_groups[0]["lr"])
-        scheduler.step(*([1.0] if config["scheduler"]["monitor"] else []))
+        scheduler.step(*([1.0] if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) else []))
     return lrs
 
 
@@ -114,15 +116,40 @@ OWNS: dict[str, tuple[str, ...]] = {
     "table6_tricks": ("data.augment", "data.train_repeats", "module.label_smoothing", "model.shakedrop"),
     "table7_merge_val": ("data.merge_val",),
     "table8_final": (
-        "model.shakedrop", "activation", "model.act_layer", "module.label_smoothing", "scheduler",
-        "data.merge_val", "trainer.max_epochs",
+        "model.shakedrop",
+        "activation",
+        "model.act_layer",
+        "module.label_smoothing",
+        "scheduler",
+        "data.merge_val",
+        "trainer.max_epochs",
+    ),
+    # Ours (docs/beyond.md): one addition to the final recipe per row, then all of recipe=beyond.
+    "table9_beyond": (
+        "data.augment",
+        "data.policy",
+        "data.cutout",
+        "module.mixing",
+        "module.tta",
+        "module.warmup_epochs",
+        "module.warmup_start_factor",
+        "callbacks.ema",
+        "optimizer",
     ),
 }
 BASELINE_ROW = {
-    "table1_models": "pyramidnet196_a48", "table2_depth_alpha": "pyramidnet196_a48",
-    "table3_schedulers": "multistep", "table4_optimizers": "sgd", "table5_activations": "relu",
-    "table6_tricks": "baseline", "table7_merge_val": "baseline", "table8_final": "baseline",
+    "table1_models": "pyramidnet196_a48",
+    "table2_depth_alpha": "pyramidnet196_a48",
+    "table3_schedulers": "multistep",
+    "table4_optimizers": "sgd",
+    "table5_activations": "relu",
+    "table6_tricks": "baseline",
+    "table7_merge_val": "baseline",
+    "table8_final": "baseline",
+    "table9_beyond": "baseline",
 }
+# The recipe each table's baseline row must be: the study's baseline, or its final recipe for ours.
+RECIPE = {"table9_beyond": "experiment=paper_final"}
 
 
 def test_every_table_is_checked():
@@ -133,7 +160,7 @@ def test_every_table_is_checked():
 def test_each_row_changes_only_what_it_is_about_and_no_two_rows_are_alike(table, tmp_path):
     rows = compose_rows(table, tmp_path)
     baseline = rows[BASELINE_ROW[table]]
-    recipe, _ = compose_run(["experiment=paper_baseline"], tmp_path)
+    recipe, _ = compose_run([RECIPE.get(table, "experiment=paper_baseline")], tmp_path)
     # The baseline row is the study's baseline recipe (Table 1 drops the 2M budget, see its file).
     allowed = ("budget",) if table == "table1_models" else ()
     assert owned_by(changed_keys(baseline, recipe), allowed) == set()
@@ -175,7 +202,7 @@ def test_table3_schedules_have_the_shape_their_reading_says(tmp_path):
     periodic = lr["cosine_periodic"]
     assert periodic[20] == pytest.approx(0.0, abs=1e-12) and periodic[40] == pytest.approx(0.1)
     assert periodic[99] < 0.001 and sum(b > a for a, b in itertools.pairwise(periodic)) >= 30
-    assert lr["exp"][1] / lr["exp"][0] == pytest.approx(rows["exp"]["scheduler"]["scheduler"]["gamma"])
+    assert lr["exp"][1] / lr["exp"][0] == pytest.approx(rows["exp"]["scheduler"]["gamma"])
     # Plateau: a linear warm-up first (then it waits for the monitored loss).
     assert lr["plateau"][0] < lr["plateau"][4] < lr["plateau"][5] == pytest.approx(0.1)
 
@@ -183,8 +210,12 @@ def test_table3_schedules_have_the_shape_their_reading_says(tmp_path):
 def test_table4_rows_change_the_optimizer_and_keep_the_weight_decay(tmp_path):
     rows = compose_rows("table4_optimizers", tmp_path)
     targets = {name: config["optimizer"]["_target_"] for name, config in rows.items()}
-    assert targets == {"sgd": "torch.optim.SGD", "adadelta": "torch.optim.Adadelta",
-                       "adam": "torch.optim.Adam", "sam": "pyramid_lab.optim.SAM"}
+    assert targets == {
+        "sgd": "torch.optim.SGD",
+        "adadelta": "torch.optim.Adadelta",
+        "adam": "torch.optim.Adam",
+        "sam": "pyramid_lab.optim.SAM",
+    }
     assert {config["optimizer"]["weight_decay"] for config in rows.values()} == {1e-4}
 
 
@@ -204,7 +235,9 @@ def test_table6_each_trick_takes_effect_alone(tmp_path):
     assert rows["shakedrop"]["model"]["shakedrop"] == 0.5
     augment = rows["augment"]
     # "Crop, Rotate" with a train set that grew: each image twice per epoch.
-    assert augment["data"]["augment"]["crop_padding"] == 4 and augment["data"]["augment"]["rotate_degrees"] > 0
+    assert (
+        augment["data"]["augment"]["crop_padding"] == 4 and augment["data"]["augment"]["rotate_degrees"] > 0
+    )
     assert augment["data"]["train_repeats"] == 2
 
 
@@ -218,7 +251,7 @@ def test_table8_final_row_is_the_final_recipe(tmp_path):
     final = compose_rows("table8_final", tmp_path)["final"]
     assert final["data"]["merge_val"] is True and final["model"]["shakedrop"] == 0.5
     assert final["activation"]["name"] == "leaky_relu" and final["module"]["label_smoothing"] == 0.1
-    assert final["scheduler"]["scheduler"]["_target_"].endswith("CosineAnnealingWarmRestarts")
+    assert final["scheduler"]["_target_"].endswith("CosineAnnealingWarmRestarts")
     assert final["trainer"]["max_epochs"] == 230
 
 
@@ -242,9 +275,21 @@ def test_a_trick_on_the_command_line_wins_over_the_recipe(tmp_path):
 def test_table7_row_as_the_command_line_composes_it(tmp_path):
     """The audit's own command: the row's job config, printed by the app itself."""
     result = subprocess.run(
-        [sys.executable, "-m", "pyramid_lab", "experiment=table7_merge_val", "tricks=merge_val",
-         "hydra.mode=RUN", "--cfg", "job", "--resolve"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "pyramid_lab",
+            "experiment=table7_merge_val",
+            "tricks=merge_val",
+            "hydra.mode=RUN",
+            "--cfg",
+            "job",
+            "--resolve",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "merge_val: true" in result.stdout and "merge_val: false" not in result.stdout

@@ -1,7 +1,8 @@
 """Batched augmentation on the training device, with independent randomness per sample.
 
 It runs on float batches in [0, 1] after the host-to-device copy, so the loader only slices uint8
-arrays; no PIL and no per-sample Python (airbench's approach: Keller Jordan's airbench94.py). Nothing here reads a
+arrays; no PIL and no per-sample Python (airbench's approach: Keller Jordan's airbench94.py).
+Nothing here reads a
 value back to the host, so a CUDA batch never synchronises.
 """
 
@@ -17,8 +18,9 @@ from torch import Tensor
 from pyramid_lab.errors import ConfigError
 
 
-def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = None,
-                flip: bool = False, vflip: bool = False) -> Tensor:
+def random_crop(
+    x: Tensor, padding: int, generator: torch.Generator | None = None, flip: bool = False, vflip: bool = False
+) -> Tensor:
     """Zero-pad by ``padding`` and crop back to the input size at a random offset per sample,
     optionally mirroring each sample left-right (``flip``) and/or top-bottom (``vflip``), each
     with probability 0.5, in the same pass.
@@ -52,8 +54,9 @@ def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = Non
     return padded.flatten(2).gather(2, index).view(b, c, h, w)
 
 
-def random_affine(x: Tensor, scale: tuple[float, float] | None, degrees: float,
-                  generator: torch.Generator | None = None) -> Tensor:
+def random_affine(
+    x: Tensor, scale: tuple[float, float] | None, degrees: float, generator: torch.Generator | None = None
+) -> Tensor:
     """Zoom by a factor uniform in ``scale`` and rotate by an angle uniform in ``[-degrees,
     degrees]``, per sample, about the centre; one ``grid_sample`` for the batch, zeros outside.
 
@@ -95,21 +98,31 @@ class BatchAugment:
             study's Table 6 in which its noise was part of the input at test time too).
     """
 
-    def __init__(self, crop_padding: int = 4, flip: bool = True, vflip: bool = False,
-                 scale: Sequence[float] | None = None, rotate_degrees: float = 0.0,
-                 noise_std: float = 0.0, noise_at_eval: bool = False) -> None:
+    def __init__(
+        self,
+        crop_padding: int = 4,
+        flip: bool = True,
+        vflip: bool = False,
+        scale: Sequence[float] | None = None,
+        rotate_degrees: float = 0.0,
+        noise_std: float = 0.0,
+        noise_at_eval: bool = False,
+    ) -> None:
         if int(crop_padding) != crop_padding or crop_padding < 0:
             raise ConfigError(f"data.augment.crop_padding={crop_padding!r} must be an integer >= 0")
         if scale is not None:
             scale = tuple(float(s) for s in scale)
             if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
-                raise ConfigError(f"data.augment.scale={list(scale)} must be [min, max] with "
-                                  "0 < min <= max, or null")
+                raise ConfigError(
+                    f"data.augment.scale={list(scale)} must be [min, max] with 0 < min <= max, or null"
+                )
         if not 0 <= rotate_degrees <= 180:
             raise ConfigError(f"data.augment.rotate_degrees={rotate_degrees} must be in [0, 180]")
         if noise_std < 0:
-            raise ConfigError(f"data.augment.noise_std={noise_std} must be >= 0 (pixel units of "
-                              "[0, 1] images; 0 turns it off)")
+            raise ConfigError(
+                f"data.augment.noise_std={noise_std} must be >= 0 (pixel units of "
+                "[0, 1] images; 0 turns it off)"
+            )
         self.crop_padding = int(crop_padding)
         self.flip = bool(flip)
         self.vflip = bool(vflip)
@@ -138,6 +151,8 @@ class BatchAugment:
         return (x + self.noise_std * noise).clamp_(0.0, 1.0)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(crop_padding={self.crop_padding}, flip={self.flip}, "
-                f"vflip={self.vflip}, scale={self.scale}, rotate_degrees={self.rotate_degrees}, "
-                f"noise_std={self.noise_std}, noise_at_eval={self.noise_at_eval})")
+        return (
+            f"{type(self).__name__}(crop_padding={self.crop_padding}, flip={self.flip}, "
+            f"vflip={self.vflip}, scale={self.scale}, rotate_degrees={self.rotate_degrees}, "
+            f"noise_std={self.noise_std}, noise_at_eval={self.noise_at_eval})"
+        )

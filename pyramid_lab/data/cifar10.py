@@ -25,11 +25,11 @@ class CIFAR10:
     mean = (0.4914, 0.4822, 0.4465)
     std = (0.2470, 0.2435, 0.2616)
 
-    def __init__(self, root: str | os.PathLike, download: bool = False, val_size: int = 5000,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, root: str | os.PathLike, download: bool = False, val_size: int = 5000, seed: int = 0
+    ) -> None:
         if int(val_size) != val_size or val_size <= 0:
-            raise ConfigError(f"data.dataset.val_size={val_size!r} must be a positive number of "
-                              "train images")
+            raise ConfigError(f"data.dataset.val_size={val_size!r} must be a positive number of train images")
         self.root = os.path.expanduser(os.fspath(root))
         self.download = download
         self.val_size = int(val_size)
@@ -43,8 +43,9 @@ class CIFAR10:
         train_set, test_set = self._torchvision(train=True), self._torchvision(train=False)
         images, labels = _arrays(train_set)
         if self.val_size >= len(labels):
-            raise ConfigError(f"data.dataset.val_size={self.val_size} must be below the "
-                              f"{len(labels)} CIFAR-10 train images")
+            raise ConfigError(
+                f"data.dataset.val_size={self.val_size} must be below the {len(labels)} CIFAR-10 train images"
+            )
         train, val = stratified_split(labels.numpy(), self.val_size, self.seed)
         train, val = torch.from_numpy(train), torch.from_numpy(val)
         test_images, test_labels = _arrays(test_set)
@@ -52,7 +53,9 @@ class CIFAR10:
             ArraySplit(images[train], labels[train]),
             ArraySplit(images[val], labels[val]),
             ArraySplit(test_images, test_labels),
-            list(train_set.classes), self.mean, self.std,
+            list(train_set.classes),
+            self.mean,
+            self.std,
         )
 
     def _torchvision(self, train: bool):
@@ -66,8 +69,10 @@ class CIFAR10:
                 "data.dataset.download=true to fetch it"
             ) from None
         except urllib.error.URLError as e:
-            raise ConfigError(f"data.dataset.download=true could not fetch CIFAR-10 into "
-                              f"{self.root} ({e.reason}); download it by hand") from None
+            raise ConfigError(
+                f"data.dataset.download=true could not fetch CIFAR-10 into "
+                f"{self.root} ({e.reason}); download it by hand"
+            ) from None
 
 
 def _arrays(dataset) -> tuple[torch.Tensor, torch.Tensor]:

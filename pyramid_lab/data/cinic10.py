@@ -44,18 +44,33 @@ class CINIC10:
             silently make every number of the study's tables incomparable.
     """
 
-    classes: ClassVar[tuple[str, ...]] = ("airplane", "automobile", "bird", "cat", "deer",
-                                          "dog", "frog", "horse", "ship", "truck")
+    classes: ClassVar[tuple[str, ...]] = (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    )
     # Per-channel statistics of the train split, from the CINIC-10 repository's README.
     mean = (0.47889522, 0.47227842, 0.43047404)
     std = (0.24205776, 0.23828046, 0.25874835)
 
-    def __init__(self, root: str | os.PathLike, download: bool = False,
-                 num_workers: int | None = None, url: str = CINIC10_URL,
-                 cache_dir: str | os.PathLike | None = None, allow_subset: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        download: bool = False,
+        num_workers: int | None = None,
+        url: str = CINIC10_URL,
+        cache_dir: str | os.PathLike | None = None,
+        allow_subset: bool = False,
+    ) -> None:
         if num_workers is not None and num_workers < 0:
-            raise ConfigError(f"data.dataset.num_workers={num_workers} must be >= 0 (or null for "
-                              "all cores)")
+            raise ConfigError(f"data.dataset.num_workers={num_workers} must be >= 0 (or null for all cores)")
         self.root = Path(root).expanduser()
         self.download = download
         self.num_workers = num_workers
@@ -73,8 +88,7 @@ class CINIC10:
             # Copy-on-write map: a writable tensor without a private copy of the file.
             images = torch.from_numpy(np.load(cache, mmap_mode="c"))
             arrays[split] = ArraySplit(images, labels)
-        return Splits(arrays["train"], arrays["val"], arrays["test"], list(self.classes),
-                      self.mean, self.std)
+        return Splits(arrays["train"], arrays["val"], arrays["test"], list(self.classes), self.mean, self.std)
 
     def _cached(self) -> dict[str, tuple[Path, torch.Tensor]]:
         """``{split: (cache file, labels)}``, decoding what is not cached yet."""
@@ -86,8 +100,10 @@ class CINIC10:
             for split, (_, labels) in scans.items():
                 self._check_size(self.root / SPLIT_DIRS[split], labels)
         return {
-            split: (decode_cached(files, self.root, self.cache_dir, split, self.num_workers),
-                    torch.tensor(labels, dtype=torch.int64))
+            split: (
+                decode_cached(files, self.root, self.cache_dir, split, self.num_workers),
+                torch.tensor(labels, dtype=torch.int64),
+            )
             for split, (files, labels) in scans.items()
         }
 
@@ -108,26 +124,37 @@ class CINIC10:
             )
 
     def _scan(self, split_dir: Path) -> tuple[list[ImageFile], list[int]]:
-        found = sorted(e.name for e in os.scandir(split_dir)
-                       if e.is_dir() and not e.name.startswith("."))
+        found = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
         missing = [c for c in self.classes if c not in found]
         extra = [c for c in found if c not in self.classes]
         if missing or extra:
             what = "; ".join(
-                part for part in (f"missing {', '.join(missing)}" if missing else "",
-                                  f"unexpected {', '.join(extra)}" if extra else "") if part
+                part
+                for part in (
+                    f"missing {', '.join(missing)}" if missing else "",
+                    f"unexpected {', '.join(extra)}" if extra else "",
+                )
+                if part
             )
-            raise ConfigError(f"{split_dir} has the wrong class folders ({what}); each split "
-                              f"folder must hold exactly: {', '.join(self.classes)}")
+            raise ConfigError(
+                f"{split_dir} has the wrong class folders ({what}); each split "
+                f"folder must hold exactly: {', '.join(self.classes)}"
+            )
         files: list[ImageFile] = []
         labels: list[int] = []
         for label, name in enumerate(self.classes):
-            entries = sorted((e for e in os.scandir(split_dir / name)
-                              if e.name.lower().endswith(".png") and not e.name.startswith(".")),
-                             key=lambda e: e.name)
+            entries = sorted(
+                (
+                    e
+                    for e in os.scandir(split_dir / name)
+                    if e.name.lower().endswith(".png") and not e.name.startswith(".")
+                ),
+                key=lambda e: e.name,
+            )
             if not entries:
-                raise ConfigError(f"{split_dir / name} holds no .png files; CINIC-10 class folders "
-                                  "hold 32x32 PNGs")
+                raise ConfigError(
+                    f"{split_dir / name} holds no .png files; CINIC-10 class folders hold 32x32 PNGs"
+                )
             for e in entries:
                 st = e.stat()
                 files.append(ImageFile(e.path, st.st_size, st.st_mtime_ns))
@@ -140,8 +167,11 @@ class CINIC10:
             return
         expected = IMAGES_PER_CLASS * len(self.classes)
         total = int(counts.sum())
-        off = ", ".join(f"{name} {int(n):,}" for name, n in zip(self.classes, counts, strict=True)
-                        if n != IMAGES_PER_CLASS)
+        off = ", ".join(
+            f"{name} {int(n):,}"
+            for name, n in zip(self.classes, counts, strict=True)
+            if n != IMAGES_PER_CLASS
+        )
         gap = f"{expected - total:,} short of" if total < expected else f"{total - expected:,} over"
         raise ConfigError(
             f"{split_dir} holds {total:,} images, {gap} CINIC-10's {expected:,} "

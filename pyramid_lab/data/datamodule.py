@@ -10,6 +10,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
 from pyramid_lab.data.augment import BatchAugment
+from pyramid_lab.data.cutout import Cutout
+from pyramid_lab.data.policy import PolicyAugment
 from pyramid_lab.data.sampler import (
     ConcatIndexed,
     IndexedTensors,
@@ -25,8 +27,9 @@ def _as_is(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     return batch
 
 
-def normalisation(mean: Sequence[float], std: Sequence[float], device: torch.device,
-                  dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def normalisation(
+    mean: Sequence[float], std: Sequence[float], device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
     """``(scale, shift)`` with ``normalised = x * scale + shift`` for uint8 (0..255) or float
     ([0, 1]) images ``[B, 3, H, W]``: ``(x / 255 - mean) / std`` as one multiply-add."""
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -44,9 +47,10 @@ class ImageDataModule(pl.LightningDataModule):
     """Any data source as train/val/test loaders of whole uint8 batches.
 
     Batches leave the loader as ``(uint8 [B, 3, H, W], int64 [B])`` slices of the source's
-    arrays. After the transfer to the device, ``on_after_batch_transfer`` converts them to
-    float32 in [0, 1], augments training batches (``augment``), normalises with the data set's
-    mean/std and, for training batches only, adds ``augment``'s Gaussian noise.
+    arrays. After the transfer to the device, ``on_after_batch_transfer`` augments training
+    batches (``augment``'s crop/flip, then ``policy``, each image with its own draw), adds
+    ``augment``'s Gaussian noise, normalises with the data set's mean/std, and applies ``cutout``
+    to training batches (AutoAugment's order: crop/flip, policy, Cutout).
 
     Training batches come from a fresh permutation per epoch (seeded by ``seed + epoch``),
     sharded by ``trainer.global_rank`` / ``trainer.world_size``, so the trainer must run with
@@ -65,6 +69,11 @@ class ImageDataModule(pl.LightningDataModule):
             the honest number. (They are kept rather than dropped so curves and checkpointing on
             ``val/*`` keep working.)
         augment: the training augmentation; ``None`` = none (the study's baseline).
+        policy: per-image policy augmentation of training batches (``AutoAugment``,
+            ``RandAugment``, ``TrivialAugmentWide`` of ``pyramid_lab.data.policy``), after
+            ``augment``'s crop/flip and before normalisation; ``None`` = none.
+        cutout: Cutout of training batches after normalisation (``pyramid_lab.data.cutout``: the
+            square takes the mean colour); ``None`` = none.
         seed: seed of the per-epoch shuffling.
         pin_memory: pin host batches when training on a CUDA device.
         drop_last: drop the incomplete last training batch of each epoch.
@@ -73,16 +82,29 @@ class ImageDataModule(pl.LightningDataModule):
             without storing the copies. An epoch then has ``train_repeats`` times the steps.
     """
 
-    def __init__(self, dataset: DataSource, num_classes: int, batch_size: int = 256,
-                 eval_batch_size: int | None = None, merge_val: bool = False,
-                 augment: BatchAugment | None = None, seed: int = 0, pin_memory: bool = True,
-                 drop_last: bool = True, train_repeats: int = 1) -> None:
+    def __init__(
+        self,
+        dataset: DataSource,
+        num_classes: int,
+        batch_size: int = 256,
+        eval_batch_size: int | None = None,
+        merge_val: bool = False,
+        augment: BatchAugment | None = None,
+        seed: int = 0,
+        pin_memory: bool = True,
+        drop_last: bool = True,
+        train_repeats: int = 1,
+        policy: PolicyAugment | None = None,
+        cutout: Cutout | None = None,
+    ) -> None:
         super().__init__()
         if batch_size <= 0:
             raise ConfigError(f"data.batch_size={batch_size} must be a positive integer")
         if eval_batch_size is not None and eval_batch_size <= 0:
-            raise ConfigError(f"data.eval_batch_size={eval_batch_size} must be a positive integer "
-                              "or null (= 2 x data.batch_size)")
+            raise ConfigError(
+                f"data.eval_batch_size={eval_batch_size} must be a positive integer "
+                "or null (= 2 x data.batch_size)"
+            )
         self.dataset = dataset
         self.num_classes = num_classes
         self.batch_size = batch_size
@@ -93,9 +115,12 @@ class ImageDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.drop_last = drop_last
         if int(train_repeats) != train_repeats or train_repeats < 1:
-            raise ConfigError(f"data.train_repeats={train_repeats!r} must be an integer >= 1 "
-                              "(2 = each training image twice per epoch)")
+            raise ConfigError(
+                f"data.train_repeats={train_repeats!r} must be an integer >= 1 "
+                "(2 = each training image twice per epoch)"
+            )
         self.train_repeats = int(train_repeats)
+        self.policy, self.cutout = policy, cutout
         self.splits: Splits | None = None
         self._stats: dict[tuple[torch.device, bool], tuple[Tensor, Tensor]] = {}
 
@@ -123,17 +148,23 @@ class ImageDataModule(pl.LightningDataModule):
         # Saved in checkpoints: what predicting on new images needs without the data set.
         if self.splits is None:
             return {}
-        return {"classes": list(self.splits.classes), "mean": list(self.splits.mean),
-                "std": list(self.splits.std)}
+        return {
+            "classes": list(self.splits.classes),
+            "mean": list(self.splits.mean),
+            "std": list(self.splits.std),
+        }
 
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank()
-        sampler = ShuffledBatchSampler(len(self._train), self.batch_size, self.seed,
-                                       self.drop_last, rank, world_size, self.train_repeats)
+        sampler = ShuffledBatchSampler(
+            len(self._train), self.batch_size, self.seed, self.drop_last, rank, world_size, self.train_repeats
+        )
         if len(sampler) == 0:
             per = f" per device across {world_size} devices" if world_size > 1 else ""
-            raise ConfigError(f"data.batch_size={self.batch_size}{per} is more than the "
-                              f"{len(self._train)} training images; lower data.batch_size")
+            raise ConfigError(
+                f"data.batch_size={self.batch_size}{per} is more than the "
+                f"{len(self._train)} training images; lower data.batch_size"
+            )
         return self._loader(self._train, sampler)
 
     def val_dataloader(self) -> DataLoader:
@@ -142,18 +173,25 @@ class ImageDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader(self._test)
 
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor],
-                                dataloader_idx: int) -> tuple[Tensor, Tensor]:
+    def on_after_batch_transfer(
+        self, batch: tuple[Tensor, Tensor], dataloader_idx: int
+    ) -> tuple[Tensor, Tensor]:
         """``(uint8 [B, 3, H, W], labels)`` -> ``(float32 [B, 3, H, W] normalised, labels)``."""
         x, y = batch
         augment, trainer = self.augment, self.trainer
+        training = trainer is not None and trainer.training
+        if training and augment is not None:
+            x = augment(x)  # crops and flips the uint8 images before they become floats
+        if training and self.policy is not None:
+            x = self.policy(x)  # per image, after crop/flip, on pixel values (AutoAugment's order)
         if augment is not None and trainer is not None:
-            if trainer.training:
-                x = augment(x)  # crops and flips the uint8 images before they become floats
             evaluating = trainer.validating or trainer.testing or trainer.sanity_checking
-            if trainer.training or (augment.noise_at_eval and evaluating):
+            if training or (augment.noise_at_eval and evaluating):
                 x = augment.add_noise(x)  # in pixel units, before normalising
-        return normalise(x, *self._norm_stats(x.device, x.dtype)), y
+        x = normalise(x, *self._norm_stats(x.device, x.dtype))
+        if training and self.cutout is not None:
+            x = self.cutout(x)  # normalised: 0 is the data set's mean colour (DeVries & Taylor)
+        return x, y
 
     def _norm_stats(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         # Cached per device: building them per batch would be a host-to-device copy each step.
@@ -165,13 +203,13 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _eval_loader(self, data: IndexedTensors) -> DataLoader:
         rank, world_size = self._rank()
-        return self._loader(data, SequentialBatchSampler(len(data), self.eval_batch_size, rank,
-                                                         world_size))
+        return self._loader(data, SequentialBatchSampler(len(data), self.eval_batch_size, rank, world_size))
 
     def _loader(self, data: IndexedTensors, sampler: Sampler[Tensor]) -> DataLoader:
         # num_workers=0: a batch is one gather from memory, cheaper than a worker round trip.
-        return DataLoader(data, batch_size=None, sampler=sampler, num_workers=0,
-                          collate_fn=_as_is, pin_memory=self._pin())
+        return DataLoader(
+            data, batch_size=None, sampler=sampler, num_workers=0, collate_fn=_as_is, pin_memory=self._pin()
+        )
 
     def _rank(self) -> tuple[int, int]:
         if self.trainer is None:
@@ -180,8 +218,10 @@ class ImageDataModule(pl.LightningDataModule):
         connector = getattr(self.trainer, "_accelerator_connector", None)
         if world_size > 1 and getattr(connector, "use_distributed_sampler", False):
             # Lightning would swap our batch sampler for a per-sample DistributedSampler.
-            raise ConfigError("trainer.use_distributed_sampler=true replaces ImageDataModule's "
-                              "sharded batch sampler; set trainer.use_distributed_sampler=false")
+            raise ConfigError(
+                "trainer.use_distributed_sampler=true replaces ImageDataModule's "
+                "sharded batch sampler; set trainer.use_distributed_sampler=false"
+            )
         return self.trainer.global_rank, world_size
 
     def _pin(self) -> bool:

@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from pyramid_lab.errors import ConfigError
+from pyramid_lab.runs.atomic import atomic_path
 
 # Bumped whenever the decoded pixels would change (e.g. a different colour conversion).
 CACHE_VERSION = 1
@@ -71,8 +72,9 @@ def _read_chunk(paths: list[str]) -> np.ndarray:
     return np.stack([read_png(p) for p in paths]).transpose(0, 3, 1, 2)
 
 
-def decode_cached(files: list[ImageFile], root: Path, cache_dir: Path, name: str,
-                  num_workers: int | None = None) -> Path:
+def decode_cached(
+    files: list[ImageFile], root: Path, cache_dir: Path, name: str, num_workers: int | None = None
+) -> Path:
     """The cache file for ``files``, decoding them first unless a matching cache exists.
 
     Args:
@@ -87,18 +89,17 @@ def decode_cached(files: list[ImageFile], root: Path, cache_dir: Path, name: str
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ConfigError(f"data.dataset.cache_dir={cache_dir} is not writable ({e.strerror}); "
-                          "point it at a writable folder") from None
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-    try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                        shape=(len(files), 3, IMAGE_SIZE, IMAGE_SIZE))
+        raise ConfigError(
+            f"data.dataset.cache_dir={cache_dir} is not writable ({e.strerror}); "
+            "point it at a writable folder"
+        ) from None
+    with atomic_path(cache) as tmp:  # an interrupted decode never leaves a cache that looks whole
+        out = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, IMAGE_SIZE, IMAGE_SIZE)
+        )
         _decode_into(out, [f.path for f in files], num_workers, desc=f"decode {name}")
         out.flush()
         del out
-        os.replace(tmp, cache)
-    finally:
-        tmp.unlink(missing_ok=True)
     for stale in cache_dir.glob(f"{name}-*.npy"):
         if stale != cache:
             stale.unlink(missing_ok=True)
@@ -106,12 +107,12 @@ def decode_cached(files: list[ImageFile], root: Path, cache_dir: Path, name: str
 
 
 def _decode_into(out: np.ndarray, paths: list[str], num_workers: int | None, desc: str) -> None:
-    chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+    chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
     workers = min(os.cpu_count() or 1, 16) if num_workers is None else num_workers
     with tqdm(total=len(paths), unit="img", desc=desc) as bar:
         if workers <= 1 or (num_workers is None and len(paths) < _MIN_FILES_FOR_POOL):
             for i, chunk in enumerate(chunks):
-                out[i * _CHUNK:i * _CHUNK + len(chunk)] = _read_chunk(chunk)
+                out[i * _CHUNK : i * _CHUNK + len(chunk)] = _read_chunk(chunk)
                 bar.update(len(chunk))
             return
         # fork where the OS has it, as torch's DataLoader workers do: a spawned worker would first
@@ -122,7 +123,7 @@ def _decode_into(out: np.ndarray, paths: list[str], num_workers: int | None, des
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
             try:
                 for i, arr in enumerate(pool.map(_read_chunk, chunks)):
-                    out[i * _CHUNK:i * _CHUNK + len(arr)] = arr
+                    out[i * _CHUNK : i * _CHUNK + len(arr)] = arr
                     bar.update(len(arr))
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)

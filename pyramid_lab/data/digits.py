@@ -63,8 +63,7 @@ class Digits:
 
         digits = load_digits()
         images = torch.from_numpy(digits.images.astype(np.float32) * (255.0 / 16.0))[:, None]
-        images = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False,
-                               antialias=False)
+        images = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False, antialias=False)
         images = images.round_().clamp_(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
         labels = torch.from_numpy(digits.target.astype(np.int64))
         splits = {

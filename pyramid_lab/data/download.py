@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tarfile
 import urllib.error
 import urllib.request
@@ -11,6 +10,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from pyramid_lab.errors import ConfigError
+from pyramid_lab.runs.atomic import atomic_path
 
 
 def download_url(url: str, dest: Path, setting: str = "data.dataset.url") -> None:
@@ -22,20 +22,19 @@ def download_url(url: str, dest: Path, setting: str = "data.dataset.url") -> Non
     Raises:
         ConfigError: naming ``setting`` when the address cannot be read or the transfer is short.
     """
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    try:
+    with atomic_path(dest) as tmp:
         try:
             received, total = _fetch(url, tmp, desc=f"download {dest.name}")
         except (urllib.error.URLError, ValueError) as e:  # ValueError: not a URL at all
-            raise ConfigError(f"{setting}={url} cannot be downloaded ({getattr(e, 'reason', e)}); "
-                              f"fix the address or download the archive by hand into "
-                              f"{dest.parent}") from e
+            raise ConfigError(
+                f"{setting}={url} cannot be downloaded ({getattr(e, 'reason', e)}); "
+                f"fix the address or download the archive by hand into "
+                f"{dest.parent}"
+            ) from e
         if total is not None and received != total:
-            raise ConfigError(f"{setting}={url}: the download stopped at {received} of {total} "
-                              "bytes; run again")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+            raise ConfigError(
+                f"{setting}={url}: the download stopped at {received} of {total} bytes; run again"
+            )
 
 
 def _fetch(url: str, dest: Path, desc: str) -> tuple[int, int | None]:
@@ -65,8 +64,7 @@ def extract_tar(archive: Path, dest: Path) -> None:
             else:
                 tar.extractall(dest, members=_checked_members(tar, archive))
     except tarfile.TarError as e:  # ReadError, FilterError, ...
-        raise ConfigError(f"{archive} cannot be unpacked safely ({e}); delete it and download "
-                          "again") from e
+        raise ConfigError(f"{archive} cannot be unpacked safely ({e}); delete it and download again") from e
 
 
 def _checked_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:

@@ -65,8 +65,16 @@ class ShuffledBatchSampler(Sampler[Tensor]):
     Lightning calls ``set_epoch`` at the start of every training epoch.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int = 0, drop_last: bool = True,
-                 rank: int = 0, world_size: int = 1, repeats: int = 1) -> None:
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        seed: int = 0,
+        drop_last: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        repeats: int = 1,
+    ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         self.data_size = num_samples
@@ -97,7 +105,7 @@ class ShuffledBatchSampler(Sampler[Tensor]):
         total = self._per_rank() * self.world_size
         if total > self.num_samples:  # pad (drop_last=False only)
             order = torch.cat([order, order[torch.arange(total - self.num_samples) % self.num_samples]])
-        yield from order[self.rank:total:self.world_size].split(self.batch_size)
+        yield from order[self.rank : total : self.world_size].split(self.batch_size)
 
 
 class SequentialBatchSampler(Sampler[Tensor]):

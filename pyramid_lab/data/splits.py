@@ -28,11 +28,14 @@ class ArraySplit:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise ValueError(f"images must be uint8 [N, 3, H, W], got {self.images.dtype} "
-                             f"{tuple(self.images.shape)}")
+            raise ValueError(
+                f"images must be uint8 [N, 3, H, W], got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.labels.dtype != torch.int64 or self.labels.shape != self.images.shape[:1]:
-            raise ValueError(f"labels must be int64 [{len(self.images)}], got {self.labels.dtype} "
-                             f"{tuple(self.labels.shape)}")
+            raise ValueError(
+                f"labels must be int64 [{len(self.images)}], got {self.labels.dtype} "
+                f"{tuple(self.labels.shape)}"
+            )
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -23,10 +23,20 @@ class Synthetic:
         seed: seed of the generator.
     """
 
-    def __init__(self, num_train: int = 10_000, num_val: int = 1_000, num_test: int = 1_000,
-                 num_classes: int = 10, seed: int = 0) -> None:
-        for name, value in (("num_train", num_train), ("num_val", num_val),
-                            ("num_test", num_test), ("num_classes", num_classes)):
+    def __init__(
+        self,
+        num_train: int = 10_000,
+        num_val: int = 1_000,
+        num_test: int = 1_000,
+        num_classes: int = 10,
+        seed: int = 0,
+    ) -> None:
+        for name, value in (
+            ("num_train", num_train),
+            ("num_val", num_val),
+            ("num_test", num_test),
+            ("num_classes", num_classes),
+        ):
             if value <= 0:
                 raise ConfigError(f"data.dataset.{name}={value} must be a positive integer")
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
@@ -45,5 +55,11 @@ class Synthetic:
             )
             for name, n in self.sizes.items()
         }
-        return Splits(splits["train"], splits["val"], splits["test"],
-                      [f"class_{i}" for i in range(self.num_classes)], (_MEAN,) * 3, (_STD,) * 3)
+        return Splits(
+            splits["train"],
+            splits["val"],
+            splits["test"],
+            [f"class_{i}" for i in range(self.num_classes)],
+            (_MEAN,) * 3,
+            (_STD,) * 3,
+        )

@@ -1,1 +1,6 @@
-"""Launching: Hydra callbacks, the DDP relaunch inside sweeps, and sweeper plugins."""
+"""Launching: Hydra callbacks (writable output folders, the sweep summary) and the DDP relaunch
+inside sweeps (pyramid_lab.launch.ddp)."""
+
+from pyramid_lab.launch.hydra_callbacks import SweepSummary, WritableOutput
+
+__all__ = ["SweepSummary", "WritableOutput"]

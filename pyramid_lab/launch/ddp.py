@@ -18,7 +18,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
-
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_original_cwd
 

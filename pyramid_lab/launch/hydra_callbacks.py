@@ -15,7 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from pyramid_lab.record_file import RECORD_NAME, read_record
+from pyramid_lab.runs.record import RECORD_NAME, read_record
 
 
 def job_statuses(sweep_dir: Path) -> dict[str, tuple[str, str]]:
@@ -36,7 +36,8 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         statuses = job_statuses(sweep_dir)
-        bad = {job: s for job, s in statuses.items() if s[0] != "completed"}
+        # A search's pruned trials stopped as planned: not a failure of the sweep.
+        bad = {job: s for job, s in statuses.items() if s[0] not in ("completed", "pruned")}
         print(f"sweep {sweep_dir}: {len(statuses) - len(bad)} of {len(statuses)} jobs completed")
         for job, (status, error) in bad.items():
             print(f"  job {job}: {status}: {error}")

@@ -161,8 +161,7 @@ class SAM(Optimizer):
         """
         if self._w_old:
             raise RuntimeError(
-                "SAM.first_step() called twice without second_step(): the weights are still "
-                "perturbed"
+                "SAM.first_step() called twice without second_step(): the weights are still perturbed"
             )
         params = self._params_with_grad()
         if not params:

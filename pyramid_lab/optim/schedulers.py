@@ -9,10 +9,11 @@
   ensemble saves (Huang et al. 2017; the study, section D-3).
 
 CosineAnnealingLR, CosineAnnealingWarmRestarts, ExponentialLR and StepLR (the staircase
-exponential) are used from ``torch`` directly (``conf/scheduler/``). Every builder is stepped once per epoch (Lightning ``interval: epoch``).
+exponential) are used from ``torch`` directly (``conf/scheduler/``). Every builder is stepped once
+per epoch (Lightning ``interval: epoch``).
 
-A bad value raises ``ConfigError`` naming its Hydra key: the scheduler's arguments live under
-``scheduler.scheduler`` (the group ``scheduler`` also holds ``interval`` and ``monitor``).
+A bad value raises ``ConfigError`` naming its Hydra key: the scheduler's arguments are the
+``scheduler`` group's keys (``scheduler.milestones``, ...).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pyramid_lab.errors import ConfigError
 
 __all__ = ["WarmupPlateau", "cosine_periodic", "multistep", "snapshot_epochs"]
 
-_KEY = "scheduler.scheduler"
+_KEY = "scheduler"
 
 
 def _is_int(x: object) -> bool:
@@ -79,9 +80,7 @@ def multistep(
     _check_gamma("gamma", gamma)
     bounded = max_epochs is not None and max_epochs != -1
     if bounded and (not _is_int(max_epochs) or max_epochs < 1):  # type: ignore[operator]
-        raise ConfigError(
-            f"{_KEY}.max_epochs={max_epochs!r} must be a positive number of epochs, or null"
-        )
+        raise ConfigError(f"{_KEY}.max_epochs={max_epochs!r} must be a positive number of epochs, or null")
     if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
         raise ConfigError(
             f"{_KEY}.milestones={milestones!r} must be a list of epochs (e.g. [32, 64]) or of "
@@ -96,7 +95,7 @@ def multistep(
             if not bounded:
                 raise ConfigError(
                     f"{_KEY}.milestones={list(milestones)} has fractions but max_epochs is not "
-                    "set; give epochs (ints) or set scheduler.scheduler.max_epochs"
+                    "set; give epochs (ints) or set scheduler.max_epochs"
                 )
             # A smoke run of a few epochs must still run: keep the decay inside the run.
             epoch = min(max(round(m * max_epochs), 1), max(max_epochs - 1, 1))  # type: ignore[operator]
@@ -218,9 +217,7 @@ class WarmupPlateau(ReduceLROnPlateau):
                 "(first lr of the warm-up as a fraction of the peak lr)"
             )
         if not _is_real(factor) or not 0 < factor < 1:
-            raise ConfigError(
-                f"{_KEY}.factor={factor!r} must be in (0, 1) (lr multiplier on a plateau)"
-            )
+            raise ConfigError(f"{_KEY}.factor={factor!r} must be in (0, 1) (lr multiplier on a plateau)")
         if mode not in ("min", "max"):
             raise ConfigError(f"{_KEY}.mode={mode!r} must be 'min' (a loss) or 'max' (an accuracy)")
         if threshold_mode not in ("rel", "abs"):

@@ -1,4 +1,4 @@
-"""Lightning callbacks of our own: snapshot ensembles at the restarts of a cosine schedule."""
+"""Snapshot ensembles at the restarts of a cosine schedule, as a Lightning callback."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ class SnapshotEnsemble(pl.Callback):
         self.snapshots: list[dict[str, torch.Tensor]] = []
         self._members: list[torch.nn.Module] = []
         self._accuracy: MulticlassAccuracy | None = None
+        # This rank's ensemble probabilities in test order, read by TestPredictions at on_test_end.
+        self.test_probs: dict[str, torch.Tensor] = {}
+        self._probs: list[torch.Tensor] = []
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch in self.snapshot_epochs:
@@ -46,6 +49,7 @@ class SnapshotEnsemble(pl.Callback):
         self._accuracy = MulticlassAccuracy(pl_module.hparams.num_classes, average="micro").to(
             pl_module.device
         )
+        self._probs, self.test_probs = [], {}
 
     @torch.no_grad()
     def on_test_batch_end(
@@ -63,10 +67,13 @@ class SnapshotEnsemble(pl.Callback):
         x = x.contiguous(memory_format=pl_module.memory_format)
         probs = torch.stack([member(x).float().softmax(-1) for member in self._members]).mean(0)
         self._accuracy.update(probs, y)
+        self._probs.append(probs)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._members:
             pl_module.log("test/acc_ensemble", self._accuracy.compute())  # synced across ranks
+            self.test_probs = {"ensemble": torch.cat(self._probs)}
+        self._probs = []
         pl_module.log("test/ensemble_size", float(len(self._members)))
         self._members = []
 
