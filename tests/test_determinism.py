@@ -18,6 +18,8 @@ from tests.helpers import compose_config
 
 # Fields of metrics.json that legitimately differ between two identical runs.
 NOT_COMPARED = {"wall_time_s", "run_dir"}
+# Each attempt's clock times and duration (the attempts history, pyramid_lab/runs/recorder.py).
+ATTEMPT_TIMES = {"started", "ended", "wall_time_s"}
 
 
 def run(
@@ -42,7 +44,10 @@ def run(
 
 
 def comparable(record: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in record.items() if key not in NOT_COMPARED}
+    kept = {key: value for key, value in record.items() if key not in NOT_COMPARED}
+    if "attempts" in kept:
+        kept["attempts"] = [{k: v for k, v in a.items() if k not in ATTEMPT_TIMES} for a in kept["attempts"]]
+    return kept
 
 
 def numbers(value: Any) -> list[float]:

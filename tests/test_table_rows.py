@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
+from pyramid_lab.report.study import BASELINE_ROWS
 from tests.helpers import CONFIG_DIR
 
 TABLES = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("table*.yaml"))
@@ -137,17 +138,7 @@ OWNS: dict[str, tuple[str, ...]] = {
         "optimizer",
     ),
 }
-BASELINE_ROW = {
-    "table1_models": "pyramidnet196_a48",
-    "table2_depth_alpha": "pyramidnet196_a48",
-    "table3_schedulers": "multistep",
-    "table4_optimizers": "sgd",
-    "table5_activations": "relu",
-    "table6_tricks": "baseline",
-    "table7_merge_val": "baseline",
-    "table8_final": "baseline",
-    "table9_beyond": "baseline",
-}
+BASELINE_ROW = BASELINE_ROWS  # the report's: each table's baseline row
 # The recipe each table's baseline row must be: the study's baseline, or its final recipe for ours.
 RECIPE = {"table9_beyond": "experiment=paper_final"}
 
@@ -293,3 +284,18 @@ def test_table7_row_as_the_command_line_composes_it(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "merge_val: true" in result.stdout and "merge_val: false" not in result.stdout
+
+
+@pytest.mark.slow
+def test_every_row_of_table9_trains_at_smoke_scale(tmp_path):
+    """Table 9's rows (ours: one addition each to the final recipe) train end to end, in-process:
+    the smoke scale of `python -m pyramid_lab experiment=table9_beyond scale=smoke`."""
+    from pyramid_lab.train import train
+    from tests.helpers import compose_config
+
+    quiet = ["logger=none", "~callbacks.progress_bar", "~callbacks.predictions", "~callbacks.images"]
+    for override in row_overrides("table9_beyond", tmp_path):
+        name = override.split("=", 1)[1]
+        overrides = ["experiment=table9_beyond", override, f"row={name}", "scale=smoke", *quiet]
+        record = train(compose_config(overrides, tmp_path / name))
+        assert record["status"] == "completed", (name, record.get("error"))
