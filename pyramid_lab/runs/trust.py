@@ -50,6 +50,7 @@ ALLOWED_TEXT = (
     "pyramid_lab's own classes and builders, torch.optim and torch.nn classes, Lightning's loggers "
     "and callbacks, Optuna's pruners and samplers"
 )
+INTERPOLATION = "an interpolation (a saved config is resolved and holds none)"
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -58,7 +59,11 @@ class UntrustedConfig(ConfigError):
 
 
 def check_trusted(
-    config: Any, source: str, trust: bool = False, bypass: str = "trust_checkpoint=true"
+    config: Any,
+    source: str,
+    trust: bool = False,
+    bypass: str = "trust_checkpoint=true",
+    resolved: bool = True,
 ) -> None:
     """Refuse ``config`` if any ``_target_`` in it is outside the allow-list (unless ``trust``).
 
@@ -68,6 +73,8 @@ def check_trusted(
         source: where it came from, for the message (``ckpt_path=.../last.ckpt's saved config``).
         trust: the user trusts the file: nothing is checked.
         bypass: the setting that trusts it, named in the message.
+        resolved: ``config`` was saved resolved, so an interpolation in it is planted and refused
+            (False for a config composed from conf/, whose interpolations are its own).
 
     Raises:
         UntrustedConfig: one line naming the key path, the target and ``bypass``.
@@ -77,6 +84,8 @@ def check_trusted(
     if OmegaConf.is_config(config):
         config = OmegaConf.to_container(config, resolve=False)
     for key, value, reason in untrusted(config):
+        if not resolved and reason == INTERPOLATION:
+            continue
         raise UntrustedConfig(
             f"{source} names {key}={value!r}, {reason}: only {ALLOWED_TEXT} are loaded from a file; "
             f"set {bypass} only if you trust where it came from"
@@ -103,7 +112,7 @@ def untrusted(node: Any, path: str = "") -> Iterator[tuple[str, Any, str]]:
         for index, value in enumerate(node):
             yield from untrusted(value, f"{path}[{index}]")
     elif isinstance(node, str) and "${" in node:
-        yield path, node, "an interpolation (a saved config is resolved and holds none)"
+        yield path, node, INTERPOLATION
 
 
 def refusal(target: Any) -> str | None:
