@@ -84,7 +84,7 @@ def test_test_and_predict_refuse_a_planted_target_in_the_checkpoints_config(trai
         # instantiated, creating the file), and the test still runs on the weights.
         result = run_app([*args, "trust_checkpoint=true"], cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
-        assert pwned.exists() and result.stdout.startswith("completed: test/acc=")
+        assert pwned.exists() and "completed: test/acc=" in result.stdout
 
 
 @pytest.mark.slow
@@ -220,6 +220,19 @@ def test_the_report_instantiates_nothing_from_run_or_sweep_folders(trained, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "report" / "results.md").is_file()
     assert not pwned.exists() and not missing_db.exists()
+
+
+def test_the_report_never_opens_a_missing_sqlite_storage_that_would_create_it(tmp_path):
+    from pyramid_lab.errors import ConfigError
+    from pyramid_lab.search.report import load_search
+
+    sweep, planted_db = tmp_path / "sweep", tmp_path / "elsewhere" / "pwned.db"
+    sweep.mkdir()
+    planted_db.parent.mkdir()
+    (sweep / RESULTS_NAME).write_text(f"study_name: s\nstorage: sqlite:///{planted_db}\n")
+    with pytest.raises(ConfigError, match=f"names storage sqlite:///{planted_db}, which does not exist"):
+        load_search(sweep)
+    assert not planted_db.exists()  # SQLAlchemy would have created it (a 100 kB database)
 
 
 OWN_FILES = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if "hydra" not in p.relative_to(CONFIG_DIR).parts)
