@@ -1,8 +1,9 @@
 """Which ``_target_`` values a config read back from a file may name before anything instantiates it.
 
 A checkpoint's saved config, a resumed checkpoint's hyper-parameters and the pruner a search keeps
-in its study database are plain data, so ``torch.load(weights_only=True)`` lets them through; but
-Hydra's ``instantiate`` calls whatever ``_target_`` they name, and
+in its study database are plain data, so weights-only loading lets them through; but Hydra's
+``instantiate`` calls whatever ``_target_`` they name (Hydra 1.3.8's own blocklist stops targets such
+as ``os.remove`` and ``shutil.rmtree``, not ``builtins.open`` or ``numpy.load``), and
 ``{_target_: builtins.open, _args_: [FILE, w]}`` creates FILE. Every such config is checked here
 first: each ``_target_`` anywhere in it (nested dicts and lists, ``_args_`` included) must resolve
 to an object of the allow-list below, or the load stops with one line naming the key and the
