@@ -261,7 +261,8 @@ def test_every_option_of_every_group_passes_the_allow_list():
         # pyramid_lab's own functions other than builders: this one writes any file.
         ("pyramid_lab.runs.atomic.atomic_write", "a function of pyramid_lab.runs.atomic"),
         ("pyramid_lab.no_such_module.X", "cannot be imported"),
-        ("builtins.open; import os", "not a dotted Python name"),
+        ("builtins.open; import os", "not a dotted path of public Python names"),
+        ("pyramid_lab.bench.__main__.main", "not a dotted path of public Python names"),
     ],
 )
 def test_targets_are_judged_by_what_they_resolve_to(target, why):

@@ -52,7 +52,9 @@ ALLOWED_TEXT = (
     "and callbacks, Optuna's pruners and samplers"
 )
 INTERPOLATION = "an interpolation (a saved config is resolved and holds none)"
-_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+# Public names only: no ``_private`` or ``__dunder__`` part (``__main__`` modules are entry points,
+# and ``X.__init__.__globals__`` reaches a module's namespace); the package's configs need none.
+_DOTTED = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*")
 
 
 class UntrustedConfig(ConfigError):
@@ -121,7 +123,7 @@ def refusal(target: Any) -> str | None:
     if target == GET_CLASS:
         return None  # its path is checked as a target of its own
     if not isinstance(target, str) or not _DOTTED.fullmatch(target):
-        return "not a dotted Python name"
+        return "not a dotted path of public Python names"
     if not _within(target, CLASS_PACKAGES):
         return "outside the allowed packages"
     try:
