@@ -272,3 +272,12 @@ def test_targets_are_judged_by_what_they_resolve_to(target, why):
     with pytest.raises(UntrustedConfig, match=r"base_optimizer.path="):
         check_trusted({"base_optimizer": {"_target_": "hydra.utils.get_class", "path": target}}, "a file")
     check_trusted({"model": {"_target_": target}}, "a file", trust=True)
+
+
+def test_get_class_names_its_class_by_path_alone():
+    sgd = {"_target_": "hydra.utils.get_class", "path": "torch.optim.SGD"}
+    check_trusted({"base_optimizer": sgd}, "a file")
+    # Through _args_ the class would escape the path check (SAM calls its base_optimizer).
+    popen = {"_target_": "hydra.utils.get_class", "_args_": ["subprocess.Popen"]}
+    with pytest.raises(UntrustedConfig, match=r"base_optimizer._target_='hydra.utils.get_class', given more"):
+        check_trusted({"base_optimizer": popen}, "a file")

@@ -101,6 +101,9 @@ def untrusted(node: Any, path: str = "") -> Iterator[tuple[str, Any, str]]:
     or an interpolation, which could build a config at resolution time (``${oc.create:...}``):
     the configs a run saves are resolved, so they hold none."""
     if isinstance(node, dict):
+        if node.get("_target_") == GET_CLASS and set(node) != {"_target_", "path"}:
+            # get_class(*_args_) would name its class unchecked (subprocess.Popen, called by SAM).
+            yield _join(path, "_target_"), GET_CLASS, "given more than its path"
         if "_target_" in node:
             named = [("_target_", node["_target_"])]
             if node["_target_"] == GET_CLASS:
