@@ -2,6 +2,8 @@
 
 Both rebuild the network from the config saved inside the checkpoint, so
 ``python -m pyramid_lab mode=test ckpt_path=outputs/.../checkpoints/last.ckpt`` needs nothing else.
+That config comes from a file, so loading the checkpoint first checks every ``_target_`` in it
+against pyramid_lab/runs/trust.py's allow-list (``trust_checkpoint=true`` skips the check).
 Dotted ``data.*`` and ``trainer.*`` overrides on the command line (a new ``data.dataset.root``,
 ``trainer.accelerator=cpu``) are applied on top of the saved config.
 """

@@ -8,9 +8,11 @@ Every checkpoint is loaded with ``torch.load(..., weights_only=True)``, which un
 plain data only, so a file someone sent you cannot run code when it is loaded
 (https://pytorch.org/docs/stable/notes/serialization.html#weights-only); ours hold nothing else
 (RNG states as tensors: pyramid_lab/runs/rng.py). A file that needs more is refused with one line
-unless the user trusts it (``trust_checkpoint=true``). A file that cannot be read at all (truncated
-by a full disk or a copy cut short) is found before a resume, which then falls back to the newest
-intact checkpoint of the run or stops with one line (:func:`resume_checkpoint`).
+unless the user trusts it (``trust_checkpoint=true``); so is one whose saved config or
+hyper-parameters name a ``_target_`` outside pyramid_lab/runs/trust.py's allow-list, since
+``mode=test`` and ``mode=predict`` instantiate that config. A file that cannot be read at all
+(truncated by a full disk or a copy cut short) is found before a resume, which then falls back to
+the newest intact checkpoint of the run or stops with one line (:func:`resume_checkpoint`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.runs.atomic import atomic_path
 from pyramid_lab.runs.recorder import RUN_STATE_KEY
+from pyramid_lab.runs.trust import check_trusted
 
 LAST = "last.ckpt"
 log = logging.getLogger(__name__)
@@ -107,8 +110,28 @@ def load_checkpoint(path: str | Path, trust: bool = False, setting: str = "ckpt_
     Raises:
         DamagedCheckpoint: the file is missing, truncated or otherwise unreadable.
         UntrustedCheckpoint: the file needs more than weights-only loading allows, and trust is off.
+        UntrustedConfig: its saved config names code outside the allow-list, and trust is off.
     """
     path = Path(path)
+    checkpoint = _load(path, trust, setting)
+    check_saved_configs(checkpoint, path, trust)
+    return checkpoint
+
+
+def check_saved_configs(checkpoint: Any, path: Path, trust: bool) -> None:
+    """Refuse a checkpoint whose saved config (``mode=test``/``predict`` instantiate it) or
+    hyper-parameters (Lightning's ``load_from_checkpoint`` would) name a ``_target_`` outside the
+    allow-list. A resume instantiates neither (it builds from the composed config and restores
+    state dicts only) but refuses the file as well: no pyramid_lab run wrote it."""
+    if not isinstance(checkpoint, dict):
+        return
+    state = checkpoint.get(RUN_STATE_KEY)
+    check_trusted(state.get("config") if isinstance(state, dict) else None, f"{path}'s saved config", trust)
+    for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+        check_trusted(checkpoint.get(key), f"{path}'s {key}", trust)
+
+
+def _load(path: Path, trust: bool, setting: str) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

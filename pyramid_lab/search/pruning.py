@@ -3,7 +3,9 @@
 The search (``experiment=search_budget``) adds this callback to every trial's run and gives it the
 study's storage URL, its name and the trial's number as config keys (``search.*``), so that a
 trial running in another process or on another node reports to the same study. The pruner is the
-one the search configured (stored in the study by the sweeper). A pruned run stops after the
+one the search configured (stored in the study by the sweeper), checked against the allow-list of
+pyramid_lab/runs/trust.py before it is instantiated: whoever can write to the storage (a shared
+database server) could otherwise run any callable in every trial. A pruned run stops after the
 epoch's record and checkpoint are written and raises :class:`TrialPruned`: ``train()`` records
 its ``status`` (``pruned``) and the reason in ``metrics.json``.
 """
@@ -17,6 +19,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 
 from pyramid_lab.errors import RunStopped
+from pyramid_lab.runs.trust import check_trusted
 from pyramid_lab.search.study import REASON, trial_handle
 
 # The study's user attribute holding the pruner's config (a Hydra ``_target_`` dict).
@@ -37,12 +40,19 @@ class OptunaPruning(pl.Callback):
         study_name: the study's name in that storage.
         trial: the trial's number in the study.
         monitor: the metric reported each epoch (a fraction, higher is better).
+        trust: instantiate the study's pruner whatever it names (``trust_checkpoint=true``).
     """
 
     def __init__(
-        self, storage: str | None, study_name: str | None, trial: int | None, monitor: str = "val/acc"
+        self,
+        storage: str | None,
+        study_name: str | None,
+        trial: int | None,
+        monitor: str = "val/acc",
+        trust: bool = False,
     ):
         self.storage, self.study_name, self.trial_number, self.monitor = storage, study_name, trial, monitor
+        self.trust = trust
         self.trial: optuna.Trial | None = None
         self.reason: str | None = None
 
@@ -54,6 +64,8 @@ class OptunaPruning(pl.Callback):
             return  # Optuna prunes single-objective studies only: a Pareto search trains every trial
         pruner = study.user_attrs.get(PRUNER_ATTR)
         if pruner:
+            source = f"the user attribute {PRUNER_ATTR} of study {self.study_name} in {self.storage}"
+            check_trusted(pruner, source, self.trust)
             study.pruner = instantiate(pruner)
         self.trial = trial_handle(study, int(self.trial_number))
 

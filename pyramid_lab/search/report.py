@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
+from pyramid_lab.errors import ConfigError
 from pyramid_lab.search.budget import MAX_PARAMS
 from pyramid_lab.search.results import RESULTS_NAME
 from pyramid_lab.search.study import DB_NAME, PARAMS, REASON, default_storage
@@ -36,14 +37,19 @@ def load_search(sweep_dir: str | Path) -> tuple[optuna.Study, dict[str, Any]]:
     """The study a sweep folder's ``optimization_results.yaml`` names, and those results.
 
     A folder that was moved still opens: its own ``optuna.db`` is used when the recorded SQLite
-    database is gone.
+    database is gone. A missing SQLite database is never opened: SQLAlchemy would create it, at
+    whatever path the file names. The results are read as data; nothing in them is instantiated.
     """
     sweep_dir = Path(sweep_dir)
     results = OmegaConf.to_container(OmegaConf.load(sweep_dir / RESULTS_NAME))
     assert isinstance(results, dict)
     storage = str(results["storage"])
-    moved = storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists()
-    if moved and (sweep_dir / DB_NAME).exists():
+    if storage.startswith("sqlite:") and not Path(storage.removeprefix("sqlite:///")).is_file():
+        if not (sweep_dir / DB_NAME).is_file():
+            raise ConfigError(
+                f"{sweep_dir / RESULTS_NAME} names storage {storage}, which does not exist, and "
+                f"{sweep_dir} holds no {DB_NAME}"
+            )
         storage = default_storage(sweep_dir)
     study = optuna.load_study(study_name=str(results["study_name"]), storage=storage)
     return study, results

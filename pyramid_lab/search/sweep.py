@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.runs.record import RECORD_NAME, read_record, write_record
+from pyramid_lab.runs.trust import check_trusted
 from pyramid_lab.search import study as bookkeeping
 from pyramid_lab.search.budget import CONSTRAINT, MAX_PARAMS, count_model_parameters, over_budget_reason
 from pyramid_lab.search.pruning import PRUNER_ATTR
@@ -248,7 +249,15 @@ class Search:
         )
 
     def _winner_config(self, overrides: list[str]) -> DictConfig:
-        return self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        # The overrides are read back from the storage, and best_config.yaml will be run: whoever
+        # can write to the storage must not choose what it instantiates (pyramid_lab/runs/trust.py).
+        source = f"the best trial's overrides in {self.storage_url}"
+        trust = bool(self.config.get("trust_checkpoint", False))
+        check_trusted(overrides, source, trust)
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        job = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
+        check_trusted(job, source, trust, resolved=False)
+        return cfg
 
 
 def _check(settings: SearchSettings, objectives: list[str], directions: list[str]) -> None:
