@@ -12,9 +12,24 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from pyramid_lab.build import build, check_budget, count_parameters, instantiate, model_name
+from pyramid_lab.build import (
+    build,
+    check_budget,
+    check_run_settings,
+    count_parameters,
+    instantiate,
+    model_name,
+)
 from pyramid_lab.errors import ConfigError, RunStopped
-from pyramid_lab.runs.checkpoint import LAST, check_same_model, resume_checkpoint
+from pyramid_lab.runs.atomic import DiskFull, is_disk_full
+from pyramid_lab.runs.checkpoint import (
+    LAST,
+    check_same_model,
+    remove_leftovers,
+    remove_orphan_best,
+    resume_checkpoint,
+)
+from pyramid_lab.runs.folder_config import refuse_changed_config, save_attempt_config, saved_config
 from pyramid_lab.runs.lock import RunLock
 from pyramid_lab.runs.log_tree import (
     link_into_log_tree,
@@ -44,18 +59,34 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
 
 
 def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[str, Any]:
+    # Everything that can refuse the rerun comes before the first write to the folder.
+    check_run_settings(cfg)
     previous = _previous_record(run_dir)
-    if cfg.resume and previous.get("status") == "completed" and _same_config(run_dir, cfg):
+    force = cfg.get("resume") == "force"
+    saved = saved_config(run_dir, force=force)
+    if cfg.resume and previous.get("status") == "completed" and _same_config(saved, cfg):
         log.info("%s already completed: skipped (resume=false trains it again)", run_dir)
         return previous
+    # A run folder belongs to one config: a rerun that would compute something else stops here.
+    changes = refuse_changed_config(run_dir, saved, cfg)
+    remove_leftovers(run_dir)  # temporary files of writes a kill interrupted
     # Verified before the record is touched: a damaged checkpoint falls back to an intact one or
     # stops here with one line, and a completed record stays completed.
+    explicit = bool(cfg.get("ckpt_path"))
     resume = resume_checkpoint(
         _checkpoint_to_resume(cfg, run_dir),
-        explicit=bool(cfg.get("ckpt_path")),
+        explicit=explicit,
         trust=bool(cfg.get("trust_checkpoint", False)),
     )
+    if saved is None and resume is not None and not explicit:
+        # config.yaml lost, its checkpoint kept: the checkpoint says what trained it.
+        changes = refuse_changed_config(run_dir, resume.state.config, cfg)
+    if resume is not None and not explicit:
+        remove_orphan_best(resume)
     record = RunRecord(run_dir, overrides or [], extra=_identity(cfg))
+    if changes:
+        log.warning("resume=force: continuing %s with changed settings: %s", run_dir, ", ".join(changes))
+        record.note_attempt(resume="force", config_changes=changes)
     record.update()
     trainer, loggers = None, []
     try:
@@ -71,7 +102,11 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[
         trainer, loggers = run.trainer, run.loggers
         record.config = OmegaConf.to_container(cfg, resolve=True)
         if trainer.is_global_zero:
-            OmegaConf.save(record.config, run_dir / "config.yaml")
+            # Each attempt's config is kept: a resumed run's earlier epochs may have run another.
+            config_file = save_attempt_config(
+                run_dir, record.config, record.attempt, any("config" in a for a in record.earlier)
+            )
+            record.note_attempt(config=config_file, overrides=list(overrides or []))
             _join_log_tree(cfg, run_dir, overrides or [], run.loggers, run.module)
 
         # weights_only=True unless the user trusted a file that needs more (trust_checkpoint).
@@ -90,11 +125,22 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[
         record.finish("completed", **_final(trainer), **predictions_summary(trainer))
         log_hparams_with_results(run.loggers, _hparams(record.config), record.data)
         return record.data
-    except BaseException as error:
+    except BaseException as caught:
+        error = caught
+        if is_disk_full(caught) and not isinstance(caught, DiskFull):
+            # Another writer (TensorBoard, the predictions) found the disk full: the same one line.
+            error = DiskFull(
+                f"no space left on the device of {run_dir}; free some space there, then rerun to resume"
+            )
         status, message = stop_status(error)
         record.finish(status, error=message, **_final(trainer))
         if isinstance(error, SIGTERMException):
             raise SystemExit(128 + signal.SIGTERM) from error
+        if is_ctrl_c(error) and not isinstance(error, KeyboardInterrupt):
+            # Lightning turns Ctrl-C into exit(1) after its graceful stop: give callers a Ctrl-C.
+            raise KeyboardInterrupt(f"training was interrupted; rerun into {run_dir} to resume") from error
+        if error is not caught:
+            raise error from None
         raise
     finally:
         _finish_trackers(loggers)
@@ -122,6 +168,13 @@ def stop_status(error: BaseException) -> tuple[str, str]:
     if isinstance(error, (KeyboardInterrupt, SystemExit)):
         return "interrupted", "training was interrupted; rerun to resume"
     return "failed", f"{type(error).__name__}: {error}"
+
+
+def is_ctrl_c(error: BaseException) -> bool:
+    """Ctrl-C, as itself or as the ``exit(1)`` Lightning raises while handling it."""
+    return isinstance(error, KeyboardInterrupt) or (
+        isinstance(error, SystemExit) and isinstance(error.__context__, KeyboardInterrupt)
+    )
 
 
 def _join_log_tree(
@@ -158,14 +211,10 @@ def _previous_record(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _same_config(run_dir: Path, cfg: DictConfig) -> bool:
-    """Whether the run folder's saved config is this one (a changed one, e.g. more epochs,
-    continues from the folder's last checkpoint instead of being skipped)."""
-    try:
-        saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
-    except OSError:
-        return False
-    return saved == OmegaConf.to_container(cfg, resolve=True)
+def _same_config(saved: dict[str, Any] | None, cfg: DictConfig) -> bool:
+    """Whether the run folder's saved config is this one in every setting (one that changed
+    nothing the run computes, e.g. more epochs or another logger, continues the folder's run)."""
+    return saved is not None and saved == OmegaConf.to_container(cfg, resolve=True)
 
 
 def _checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> Path | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,9 @@ from pathlib import Path
 from pyramid_lab.errors import RunStopped
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# The temporary file beside a target: ".<target name>.<writer's pid>.tmp" (a kill leaves it behind;
+# pyramid_lab.runs.checkpoint.remove_leftovers removes it at the run folder's next start).
+TEMP_PATTERN = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)\.tmp")
 
 
 class DiskFull(RunStopped):
