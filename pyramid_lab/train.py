@@ -20,8 +20,8 @@ from pyramid_lab.build import (
     instantiate,
     model_name,
 )
-from pyramid_lab.errors import ConfigError, RunStopped
-from pyramid_lab.runs.atomic import DiskFull, is_disk_full
+from pyramid_lab.errors import ConfigError, RunStopped, is_ctrl_c
+from pyramid_lab.runs.atomic import DiskFull, is_disk_full, quiet_disk_full_in_threads
 from pyramid_lab.runs.checkpoint import (
     LAST,
     check_same_model,
@@ -88,6 +88,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[
         log.warning("resume=force: continuing %s with changed settings: %s", run_dir, ", ".join(changes))
         record.note_attempt(resume="force", config_changes=changes)
     record.update()
+    quiet_disk_full_in_threads()  # a full disk: one line, not TensorBoard's thread traceback after it
     trainer, loggers = None, []
     try:
         pl.seed_everything(cfg.seed, workers=True)
@@ -168,13 +169,6 @@ def stop_status(error: BaseException) -> tuple[str, str]:
     if isinstance(error, (KeyboardInterrupt, SystemExit)):
         return "interrupted", "training was interrupted; rerun to resume"
     return "failed", f"{type(error).__name__}: {error}"
-
-
-def is_ctrl_c(error: BaseException) -> bool:
-    """Ctrl-C, as itself or as the ``exit(1)`` Lightning raises while handling it."""
-    return isinstance(error, KeyboardInterrupt) or (
-        isinstance(error, SystemExit) and isinstance(error.__context__, KeyboardInterrupt)
-    )
 
 
 def _join_log_tree(
