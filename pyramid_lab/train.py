@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -69,7 +70,9 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[
         return previous
     # A run folder belongs to one config: a rerun that would compute something else stops here.
     changes = refuse_changed_config(run_dir, saved, cfg)
-    remove_leftovers(run_dir)  # temporary files of writes a kill interrupted
+    cleaner = rank_zero_only.rank == 0  # under DDP rank 0 writes the folder, and cleans it
+    if cleaner:
+        remove_leftovers(run_dir)  # temporary files of writes a kill interrupted
     # Verified before the record is touched: a damaged checkpoint falls back to an intact one or
     # stops here with one line, and a completed record stays completed.
     explicit = bool(cfg.get("ckpt_path"))
@@ -81,7 +84,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[
     if saved is None and resume is not None and not explicit:
         # config.yaml lost, its checkpoint kept: the checkpoint says what trained it.
         changes = refuse_changed_config(run_dir, resume.state.config, cfg)
-    if resume is not None and not explicit:
+    if cleaner and resume is not None and not explicit:
         remove_orphan_best(resume)
     record = RunRecord(run_dir, overrides or [], extra=_identity(cfg))
     if changes:
