@@ -110,6 +110,8 @@ def check_run_settings(cfg: DictConfig) -> None:
 
     Called before a run writes anything, so a refused value leaves no record behind.
     """
+    if cfg.get("resume") not in (True, False, "force"):  # force: pyramid_lab.runs.folder_config
+        raise ConfigError(f"resume={cfg.get('resume')!r} is unknown; valid: true, false, force")
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
         raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32 - 1] (numpy's seed range)")

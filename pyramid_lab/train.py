@@ -25,6 +25,7 @@ from pyramid_lab.errors import ConfigError, RunStopped, is_ctrl_c
 from pyramid_lab.runs.atomic import DiskFull, is_disk_full, quiet_disk_full_in_threads
 from pyramid_lab.runs.checkpoint import (
     LAST,
+    Resume,
     check_same_model,
     remove_leftovers,
     remove_orphan_best,
@@ -63,29 +64,11 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[
     # Everything that can refuse the rerun comes before the first write to the folder.
     check_run_settings(cfg)
     previous = _previous_record(run_dir)
-    force = cfg.get("resume") == "force"
-    saved = saved_config(run_dir, force=force)
+    saved = saved_config(run_dir, force=cfg.resume == "force")
     if cfg.resume and previous.get("status") == "completed" and _same_config(saved, cfg):
         log.info("%s already completed: skipped (resume=false trains it again)", run_dir)
         return previous
-    # A run folder belongs to one config: a rerun that would compute something else stops here.
-    changes = refuse_changed_config(run_dir, saved, cfg)
-    cleaner = rank_zero_only.rank == 0  # under DDP rank 0 writes the folder, and cleans it
-    if cleaner:
-        remove_leftovers(run_dir)  # temporary files of writes a kill interrupted
-    # Verified before the record is touched: a damaged checkpoint falls back to an intact one or
-    # stops here with one line, and a completed record stays completed.
-    explicit = bool(cfg.get("ckpt_path"))
-    resume = resume_checkpoint(
-        _checkpoint_to_resume(cfg, run_dir),
-        explicit=explicit,
-        trust=bool(cfg.get("trust_checkpoint", False)),
-    )
-    if saved is None and resume is not None and not explicit:
-        # config.yaml lost, its checkpoint kept: the checkpoint says what trained it.
-        changes = refuse_changed_config(run_dir, resume.state.config, cfg)
-    if cleaner and resume is not None and not explicit:
-        remove_orphan_best(resume)
+    resume, changes = _take_over(run_dir, saved, cfg)
     record = RunRecord(run_dir, overrides or [], extra=_identity(cfg))
     if changes:
         log.warning("resume=force: continuing %s with changed settings: %s", run_dir, ", ".join(changes))
@@ -148,6 +131,35 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[
         raise
     finally:
         _finish_trackers(loggers)
+
+
+def _take_over(
+    run_dir: Path, saved: dict[str, Any] | None, cfg: DictConfig
+) -> tuple[Resume | None, list[str]]:
+    """Check that the run folder may take this run, clean it, and verify what it resumes from.
+
+    Returns the checkpoint to resume (None: start) and the settings ``resume=force`` changed.
+    Raises a one-line ConfigError, before anything is written, for a rerun with another config
+    (pyramid_lab/runs/folder_config.py) or a checkpoint that cannot be resumed.
+    """
+    changes = refuse_changed_config(run_dir, saved, cfg)
+    cleaner = rank_zero_only.rank == 0  # under DDP rank 0 writes the folder, and cleans it
+    if cleaner:
+        remove_leftovers(run_dir)  # temporary files of writes a kill interrupted
+    # Verified before the record is touched: a damaged checkpoint falls back to an intact one or
+    # stops here with one line, and a completed record stays completed.
+    explicit = bool(cfg.get("ckpt_path"))
+    resume = resume_checkpoint(
+        _checkpoint_to_resume(cfg, run_dir),
+        explicit=explicit,
+        trust=bool(cfg.get("trust_checkpoint", False)),
+    )
+    if saved is None and resume is not None and not explicit:
+        # config.yaml lost, its checkpoint kept: the checkpoint says what trained it.
+        changes = refuse_changed_config(run_dir, resume.state.config, cfg)
+    if cleaner and resume is not None and not explicit:
+        remove_orphan_best(resume)
+    return resume, changes
 
 
 def _finish_trackers(loggers: list[Any]) -> None:

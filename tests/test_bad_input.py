@@ -128,6 +128,7 @@ def test_bad_setting(tmp_path, overrides, expected):
             "model.depth=15 cannot be built with basic units: depth must be 6n + 2; nearest valid: 14, 20",
         ),
         ("model.depth=30", "nearest valid: 26, 32"),
+        ("resume=maybe", "resume='maybe' is unknown; valid: true, false, force"),
     ],
 )
 def test_a_value_no_run_can_use_is_refused_naming_the_key_and_the_valid_range(tmp_path, override, expected):

@@ -444,3 +444,13 @@ def test_disk_full_in_tensorboards_writer_thread_is_one_line_and_no_traceback(tm
     assert printed == []
     assert "the writer thread of tensorboard.summary.writer.event_file_writer stopped" in caplog.text
     assert read_record(tmp_path / "run")["status"] == "failed"
+
+
+@pytest.mark.parametrize("damage", ["a: [1", ""], ids=["broken_yaml", "empty"])
+def test_an_unreadable_config_yaml_is_named_not_guessed(run_copy, damage):
+    (run_copy / "config.yaml").write_text(damage)
+    with pytest.raises(ConfigError) as refused:
+        run(run_copy, 2)
+    message = str(refused.value)
+    assert "\n" not in message and f"{run_copy / 'config.yaml'} cannot be read" in message
+    assert "resume=force" in message

@@ -20,13 +20,13 @@ from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.runs.atomic import atomic_write
 
 CONFIG_NAME = "config.yaml"
 ATTEMPTS_DIR = "attempts"
-RESUME_VALUES = (True, False, "force")
 
 # Settings (dotted keys; a key covers everything under it) that a rerun may change without
 # changing what the run computes, and why each is safe.
@@ -69,18 +69,22 @@ def saved_config(run_dir: Path, force: bool = False) -> dict[str, Any] | None:
         ConfigError: the file exists but is not a YAML mapping (with ``force``: None).
     """
     path = run_dir / CONFIG_NAME
-    try:
-        config = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         return None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    try:  # read as it was written (OmegaConf's YAML), so that equal configs compare equal
+        config: Any = OmegaConf.to_container(OmegaConf.load(path))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as error:
         config = error
-    if not isinstance(config, dict):
+    if not isinstance(config, dict) or not config:  # empty: cut short, when it was not yet written atomically
         if force:
             return None
+        if isinstance(config, Exception):
+            reason = str(config).strip().splitlines()[0] if str(config).strip() else type(config).__name__
+        else:
+            reason = "empty" if not config else "not a mapping of settings"
         raise ConfigError(
-            f"{path} cannot be read ({str(config).splitlines()[0] if config else 'empty'}), so the run "
-            "folder's config cannot be compared; use a new run folder, or resume=force to continue anyway"
+            f"{path} cannot be read ({reason}), so the run folder's config cannot be compared; "
+            "use a new run folder, or resume=force to continue anyway"
         )
     return config
 
@@ -119,8 +123,6 @@ def refuse_changed_config(run_dir: Path, saved: dict[str, Any] | None, cfg: Dict
     Raises:
         ConfigError: one line naming the changed keys and the two ways out.
     """
-    if cfg.get("resume") not in RESUME_VALUES:
-        raise ConfigError(f"resume={cfg.get('resume')!r} is unknown; valid: true, false, force")
     if saved is None:
         return []
     changes = config_changes(saved, cfg)
