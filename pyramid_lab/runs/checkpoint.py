@@ -254,11 +254,13 @@ def remove_leftovers(run_dir: Path) -> list[Path]:
     host. The caller holds the folder's lock, so no other run writes there. Returns what it removed.
     """
     removed = []
-    for path in run_dir.rglob(".*.tmp") if run_dir.is_dir() else ():
-        match = TEMP_PATTERN.fullmatch(path.name)
-        if match and path.is_file() and not path.is_symlink() and not _running(int(match["pid"])):
-            path.unlink(missing_ok=True)
-            removed.append(path)
+    for folder, _, names in os.walk(run_dir):  # never into a linked folder (followlinks=False)
+        for name in names:
+            match = TEMP_PATTERN.fullmatch(name)
+            path = Path(folder) / name
+            if match and not path.is_symlink() and path.is_file() and not _running(int(match["pid"])):
+                path.unlink(missing_ok=True)
+                removed.append(path)
     if removed:
         log.info("removed %d temporary file(s) of interrupted writes in %s", len(removed), run_dir)
     return removed
