@@ -31,7 +31,12 @@ from pyramid_lab.runs.checkpoint import (
     remove_orphan_best,
     resume_checkpoint,
 )
-from pyramid_lab.runs.folder_config import refuse_changed_config, save_attempt_config, saved_config
+from pyramid_lab.runs.folder_config import (
+    refuse_changed_config,
+    refuse_unresumable,
+    save_attempt_config,
+    saved_config,
+)
 from pyramid_lab.runs.lock import RunLock
 from pyramid_lab.runs.log_tree import (
     link_into_log_tree,
@@ -157,6 +162,8 @@ def _take_over(
     if saved is None and resume is not None and not explicit:
         # config.yaml lost, its checkpoint kept: the checkpoint says what trained it.
         changes = refuse_changed_config(run_dir, resume.state.config, cfg)
+    if resume is not None:
+        refuse_unresumable(run_dir, changes, resume.path)
     if cleaner and resume is not None and not explicit:
         remove_orphan_best(resume)
     return resume, changes

@@ -351,6 +351,16 @@ def test_resume_force_continues_and_each_attempt_keeps_its_config(run_copy):
     assert "resume" not in more["attempts"][-1] and more["attempts"][-1]["resumed_from"].endswith("last.ckpt")
 
 
+def test_resume_force_cannot_load_a_checkpoint_into_another_optimizer(run_copy):
+    before = contents(run_copy)
+    with pytest.raises(ConfigError) as refused:  # was: KeyError: 'step' from torch's Adam
+        run(run_copy, 2, "optimizer=adam", "resume=force")
+    message = str(refused.value)
+    assert "\n" not in message and "resume=force cannot continue" in message
+    assert "with another optimizer" in message and "use a new run folder" in message
+    assert contents(run_copy) == before
+
+
 def test_a_config_yaml_from_before_attempts_kept_their_own_is_kept(run_copy):
     # A folder from a version that kept one config.yaml: the rerun keeps it beside its own.
     shutil.rmtree(run_copy / "attempts")

@@ -136,6 +136,26 @@ def refuse_changed_config(run_dir: Path, saved: dict[str, Any] | None, cfg: Dict
     return changes
 
 
+# Objects whose state a checkpoint holds and whose class cannot change under it: torch's Adam
+# fails on SGD's state (KeyError: 'step'); a scheduler would take another one's attributes.
+UNRESUMABLE = ("optimizer", "scheduler")
+
+
+def refuse_unresumable(run_dir: Path, changes: list[str], checkpoint: Path) -> None:
+    """Stop ``resume=force`` from loading ``checkpoint`` into another optimizer or scheduler.
+
+    Raises:
+        ConfigError: one line naming the swapped objects.
+    """
+    swapped = [key for key in changes if key in UNRESUMABLE]
+    if swapped:
+        raise ConfigError(
+            f"resume=force cannot continue {checkpoint} with another {' and '.join(swapped)}: the "
+            f"checkpoint holds the state of the one it was trained with; use a new run folder for "
+            f"this config (run folder: {run_dir})"
+        )
+
+
 def save_attempt_config(run_dir: Path, config: dict[str, Any], attempt: int, earlier_recorded: bool) -> str:
     """Write ``config`` as attempt ``attempt``'s and as the folder's latest; returns the attempt's
     file, relative to ``run_dir``.
