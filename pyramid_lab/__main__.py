@@ -72,7 +72,7 @@ def resume_command(argv: list[str], folder: str, in_sweep: bool) -> str:
     """The command line that reruns ``argv`` into the same run folder (a sweep: the same sweep
     folder, whose completed jobs are skipped), which resumes it."""
     key = "hydra.sweep.dir" if in_sweep else "hydra.run.dir"
-    kept = [arg for arg in argv if not arg.split("=", 1)[0].lstrip("+") == key]
+    kept = [arg for arg in argv if arg.split("=", 1)[0].lstrip("+") != key]
     return shlex.join(["python", "-m", "pyramid_lab", *kept, f"{key}={folder}"])
 
 
