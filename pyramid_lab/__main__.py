@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
+import signal
 import sys
 from typing import Any
 
@@ -13,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from pyramid_lab import config_dir
-from pyramid_lab.errors import ConfigError, RunStopped
+from pyramid_lab.errors import ConfigError, RunStopped, is_ctrl_c
 
 # conf/ of the checkout or pyramid_lab/conf of a wheel, whichever this install has.
 CONFIG_DIR = config_dir()
@@ -32,6 +34,17 @@ def main(cfg: DictConfig) -> float | None:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         record = run(cfg, list(hydra_cfg.overrides.task))
+    except (KeyboardInterrupt, SystemExit) as stop:
+        if not is_ctrl_c(stop):
+            raise
+        # Ctrl-C: a training run saved its state (InterruptCheckpoint) and recorded itself interrupted.
+        folder = hydra_cfg.sweep.dir if in_sweep else cfg.paths.output_dir
+        print(
+            f"interrupted: run folder {cfg.paths.output_dir}; resume it with: "
+            f"{resume_command(sys.argv[1:], folder, in_sweep)}",
+            file=sys.stderr,
+        )
+        sys.exit(128 + signal.SIGINT)
     except Exception as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -53,6 +66,14 @@ def main(cfg: DictConfig) -> float | None:
         f"wall_time={record['wall_time_s']:.0f}s\nrun folder: {record['run_dir']}"
     )
     return record.get("test/acc")
+
+
+def resume_command(argv: list[str], folder: str, in_sweep: bool) -> str:
+    """The command line that reruns ``argv`` into the same run folder (a sweep: the same sweep
+    folder, whose completed jobs are skipped), which resumes it."""
+    key = "hydra.sweep.dir" if in_sweep else "hydra.run.dir"
+    kept = [arg for arg in argv if arg.split("=", 1)[0].lstrip("+") != key]
+    return shlex.join(["python", "-m", "pyramid_lab", *kept, f"{key}={folder}"])
 
 
 def run(cfg: DictConfig, overrides: list[str]) -> dict[str, Any] | None:

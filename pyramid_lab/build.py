@@ -8,8 +8,9 @@ changes of behaviour.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import pytorch_lightning as pl
 from hydra.errors import InstantiationException
@@ -20,6 +21,7 @@ from torch import nn
 
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.training.module import check_sam_precision, is_sam
+from pyramid_lab.training.precision import AUTO
 
 # Trainer settings that must be whole numbers (None allowed where Lightning allows it).
 _INTEGER_TRAINER_SETTINGS = (
@@ -97,6 +99,55 @@ def check_budget(params: int, max_params: int | None) -> None:
         )
 
 
+# numpy's seeds (np.random.seed, default_rng as the data splits use it) are unsigned 32-bit.
+SEED_RANGE = (0, 2**32 - 1)
+# Optimizer numbers that must be finite and >= 0 (lr must also be > 0: training.module checks it).
+_OPTIMIZER_NUMBERS = ("lr", "momentum", "weight_decay")
+
+
+def check_run_settings(cfg: DictConfig) -> None:
+    """Raise a one-line ConfigError, naming the key and what is valid, for a value no run can use.
+
+    Called before a run writes anything, so a refused value leaves no record behind.
+    """
+    if cfg.get("resume") not in (True, False, "force"):  # force: pyramid_lab.runs.folder_config
+        raise ConfigError(f"resume={cfg.get('resume')!r} is unknown; valid: true, false, force")
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32 - 1] (numpy's seed range)")
+    epochs = cfg.trainer.get("max_epochs")
+    # Lightning reads -1 as "until stopped"; refused: the schedules (T_max: ${trainer.max_epochs})
+    # need a finite length and a run that never ends is never recorded as completed.
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(
+            f"trainer.max_epochs={epochs!r} must be an integer >= 1 (-1, until stopped, is not supported)"
+        )
+    check_precision(cfg.trainer.get("precision"))
+    for key in _OPTIMIZER_NUMBERS:
+        value = cfg.optimizer.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"optimizer.{key}={value!r} must be a finite number")
+        if value < 0:
+            raise ConfigError(f"optimizer.{key}={value!r} must be >= 0")
+
+
+def valid_precisions() -> tuple[str | int, ...]:
+    """``auto`` (pyramid_lab.training.precision) and every value Lightning's Trainer accepts."""
+    from pytorch_lightning.trainer.connectors.accelerator_connector import _PRECISION_INPUT
+
+    return (AUTO, *(value for literal in get_args(_PRECISION_INPUT) for value in get_args(literal)))
+
+
+def check_precision(precision: object) -> None:
+    # Lightning's own refusal reaches the user wrapped in Hydra's multi-line instantiation error.
+    valid = valid_precisions()
+    if precision is not None and precision not in valid:  # None: Lightning's default
+        names = ", ".join(dict.fromkeys(str(value) for value in valid))
+        raise ConfigError(f"trainer.precision={precision!r} is unknown; valid: {names}")
+
+
 def check_trainer_settings(cfg: DictConfig, optimizer: object) -> None:
     """Raise a one-line ConfigError for settings Lightning would reject obscurely or override."""
     trainer = cfg.trainer
@@ -104,6 +155,7 @@ def check_trainer_settings(cfg: DictConfig, optimizer: object) -> None:
         value = trainer.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ConfigError(f"trainer.{key}={value!r} must be an integer")
+    check_precision(trainer.get("precision"))
     # On a CPU Lightning silently swaps 16-mixed for bf16-mixed: check what was asked for.
     check_sam_precision(is_sam(optimizer), trainer.get("precision"))
 

@@ -4,7 +4,8 @@ A ``ConfigError`` message is a single line that names the setting or file at fau
 be valid. A ``RunStopped`` says why a run stopped on purpose before its end; ``train()`` records
 its ``status`` in the run record. ``python -m pyramid_lab`` prints either without a traceback
 (unless HYDRA_FULL_ERROR=1) and exits non-zero; any other exception is a bug or an environment
-failure and keeps its traceback.
+failure and keeps its traceback. Ctrl-C (:func:`is_ctrl_c`) prints one line naming the run folder
+and the command that resumes it, and exits 130.
 """
 
 
@@ -26,3 +27,10 @@ class DivergedError(RunStopped):
     """The training loss became NaN or infinite; the run stops instead of training on."""
 
     status = "diverged"
+
+
+def is_ctrl_c(error: BaseException) -> bool:
+    """Ctrl-C, as itself or as the ``exit(1)`` Lightning raises while handling it."""
+    return isinstance(error, KeyboardInterrupt) or (
+        isinstance(error, SystemExit) and isinstance(error.__context__, KeyboardInterrupt)
+    )

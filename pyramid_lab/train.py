@@ -8,13 +8,35 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from pyramid_lab.build import build, check_budget, count_parameters, instantiate, model_name
-from pyramid_lab.errors import ConfigError, RunStopped
-from pyramid_lab.runs.checkpoint import LAST, check_same_model, resume_checkpoint
+from pyramid_lab.build import (
+    build,
+    check_budget,
+    check_run_settings,
+    count_parameters,
+    instantiate,
+    model_name,
+)
+from pyramid_lab.errors import ConfigError, RunStopped, is_ctrl_c
+from pyramid_lab.runs.atomic import DiskFull, is_disk_full, quiet_disk_full_in_threads
+from pyramid_lab.runs.checkpoint import (
+    LAST,
+    Resume,
+    check_same_model,
+    remove_leftovers,
+    remove_orphan_best,
+    resume_checkpoint,
+)
+from pyramid_lab.runs.folder_config import (
+    refuse_changed_config,
+    refuse_unresumable,
+    save_attempt_config,
+    saved_config,
+)
 from pyramid_lab.runs.lock import RunLock
 from pyramid_lab.runs.log_tree import (
     link_into_log_tree,
@@ -44,19 +66,20 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
 
 
 def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[str, Any]:
+    # Everything that can refuse the rerun comes before the first write to the folder.
+    check_run_settings(cfg)
     previous = _previous_record(run_dir)
-    if cfg.resume and previous.get("status") == "completed" and _same_config(run_dir, cfg):
+    saved = saved_config(run_dir, force=cfg.resume == "force")
+    if cfg.resume and previous.get("status") == "completed" and _same_config(saved, cfg):
         log.info("%s already completed: skipped (resume=false trains it again)", run_dir)
         return previous
-    # Verified before the record is touched: a damaged checkpoint falls back to an intact one or
-    # stops here with one line, and a completed record stays completed.
-    resume = resume_checkpoint(
-        _checkpoint_to_resume(cfg, run_dir),
-        explicit=bool(cfg.get("ckpt_path")),
-        trust=bool(cfg.get("trust_checkpoint", False)),
-    )
+    resume, changes = _take_over(run_dir, saved, cfg)
     record = RunRecord(run_dir, overrides or [], extra=_identity(cfg))
+    if changes:
+        log.warning("resume=force: continuing %s with changed settings: %s", run_dir, ", ".join(changes))
+        record.note_attempt(resume="force", config_changes=changes)
     record.update()
+    quiet_disk_full_in_threads()  # a full disk: one line, not TensorBoard's thread traceback after it
     trainer, loggers = None, []
     try:
         pl.seed_everything(cfg.seed, workers=True)
@@ -71,7 +94,11 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[
         trainer, loggers = run.trainer, run.loggers
         record.config = OmegaConf.to_container(cfg, resolve=True)
         if trainer.is_global_zero:
-            OmegaConf.save(record.config, run_dir / "config.yaml")
+            # Each attempt's config is kept: a resumed run's earlier epochs may have run another.
+            config_file = save_attempt_config(
+                run_dir, record.config, record.attempt, any("config" in a for a in record.earlier)
+            )
+            record.note_attempt(config=config_file, overrides=list(overrides or []))
             _join_log_tree(cfg, run_dir, overrides or [], run.loggers, run.module)
 
         # weights_only=True unless the user trusted a file that needs more (trust_checkpoint).
@@ -90,14 +117,56 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[
         record.finish("completed", **_final(trainer), **predictions_summary(trainer))
         log_hparams_with_results(run.loggers, _hparams(record.config), record.data)
         return record.data
-    except BaseException as error:
+    except BaseException as caught:
+        error = caught
+        if is_disk_full(caught) and not isinstance(caught, DiskFull):
+            # Another writer (TensorBoard, the predictions) found the disk full: the same one line.
+            error = DiskFull(
+                f"no space left on the device of {run_dir}; free some space there, then rerun to resume"
+            )
         status, message = stop_status(error)
         record.finish(status, error=message, **_final(trainer))
         if isinstance(error, SIGTERMException):
             raise SystemExit(128 + signal.SIGTERM) from error
+        if is_ctrl_c(error) and not isinstance(error, KeyboardInterrupt):
+            # Lightning turns Ctrl-C into exit(1) after its graceful stop: give callers a Ctrl-C.
+            raise KeyboardInterrupt(f"training was interrupted; rerun into {run_dir} to resume") from error
+        if error is not caught:
+            raise error from None
         raise
     finally:
         _finish_trackers(loggers)
+
+
+def _take_over(
+    run_dir: Path, saved: dict[str, Any] | None, cfg: DictConfig
+) -> tuple[Resume | None, list[str]]:
+    """Check that the run folder may take this run, clean it, and verify what it resumes from.
+
+    Returns the checkpoint to resume (None: start) and the settings ``resume=force`` changed.
+    Raises a one-line ConfigError, before anything is written, for a rerun with another config
+    (pyramid_lab/runs/folder_config.py) or a checkpoint that cannot be resumed.
+    """
+    changes = refuse_changed_config(run_dir, saved, cfg)
+    cleaner = rank_zero_only.rank == 0  # under DDP rank 0 writes the folder, and cleans it
+    if cleaner:
+        remove_leftovers(run_dir)  # temporary files of writes a kill interrupted
+    # Verified before the record is touched: a damaged checkpoint falls back to an intact one or
+    # stops here with one line, and a completed record stays completed.
+    explicit = bool(cfg.get("ckpt_path"))
+    resume = resume_checkpoint(
+        _checkpoint_to_resume(cfg, run_dir),
+        explicit=explicit,
+        trust=bool(cfg.get("trust_checkpoint", False)),
+    )
+    if saved is None and resume is not None and not explicit:
+        # config.yaml lost, its checkpoint kept: the checkpoint says what trained it.
+        changes = refuse_changed_config(run_dir, resume.state.config, cfg)
+    if resume is not None:
+        refuse_unresumable(run_dir, changes, resume.path)
+    if cleaner and resume is not None and not explicit:
+        remove_orphan_best(resume)
+    return resume, changes
 
 
 def _finish_trackers(loggers: list[Any]) -> None:
@@ -158,14 +227,10 @@ def _previous_record(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _same_config(run_dir: Path, cfg: DictConfig) -> bool:
-    """Whether the run folder's saved config is this one (a changed one, e.g. more epochs,
-    continues from the folder's last checkpoint instead of being skipped)."""
-    try:
-        saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
-    except OSError:
-        return False
-    return saved == OmegaConf.to_container(cfg, resolve=True)
+def _same_config(saved: dict[str, Any] | None, cfg: DictConfig) -> bool:
+    """Whether the run folder's saved config is this one in every setting (one that changed
+    nothing the run computes, e.g. more epochs or another logger, continues the folder's run)."""
+    return saved is not None and saved == OmegaConf.to_container(cfg, resolve=True)
 
 
 def _checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> Path | None:

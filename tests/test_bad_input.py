@@ -15,14 +15,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import CONFIG_DIR
+from pyramid_lab.build import check_run_settings, instantiate
+from pyramid_lab.errors import ConfigError
+from tests.helpers import CONFIG_DIR, TINY, compose_config
 from tests.test_data_cinic10 import make_cinic, write_png
 
 BASE = ["experiment=quickstart", "scale=smoke", "logger=none"]
@@ -101,6 +105,98 @@ def test_wrong_type(tmp_path):
 def test_bad_setting(tmp_path, overrides, expected):
     line = error_line(run_cli(tmp_path, *overrides), tmp_path / "run")
     assert expected in line
+
+
+# Values no run can use, refused before anything is written (pyramid_lab.build.check_run_settings,
+# the PyramidNet's depth rule): composed as the command line composes them, no subprocess each.
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("trainer.max_epochs=0", "trainer.max_epochs=0 must be an integer >= 1"),
+        ("trainer.max_epochs=-1", "trainer.max_epochs=-1 must be an integer >= 1 (-1, until stopped, is not"),
+        ("trainer.max_epochs=-5", "trainer.max_epochs=-5 must be an integer >= 1"),
+        ("seed=-1", "seed=-1 must be an integer in [0, 2**32 - 1]"),
+        ("seed=4294967296", "seed=4294967296 must be an integer in [0, 2**32 - 1]"),
+        ("optimizer.lr=inf", "optimizer.lr=inf must be a finite number"),
+        ("optimizer.lr=nan", "optimizer.lr=nan must be a finite number"),
+        ("optimizer.momentum=-inf", "optimizer.momentum=-inf must be a finite number"),
+        ("optimizer.momentum=-0.5", "optimizer.momentum=-0.5 must be >= 0"),
+        ("optimizer.weight_decay=inf", "optimizer.weight_decay=inf must be a finite number"),
+        ("trainer.precision=foo", "trainer.precision='foo' is unknown; valid: auto, 64, 32, 16, "),
+        (
+            "model.depth=15",
+            "model.depth=15 cannot be built with basic units: depth must be 6n + 2; nearest valid: 14, 20",
+        ),
+        ("model.depth=30", "nearest valid: 26, 32"),
+        ("resume=maybe", "resume='maybe' is unknown; valid: true, false, force"),
+    ],
+)
+def test_a_value_no_run_can_use_is_refused_naming_the_key_and_the_valid_range(tmp_path, override, expected):
+    cfg = compose_config([*TINY, override], tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        check_run_settings(cfg)
+        instantiate(cfg.model)
+    assert expected in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_valid_values_pass(tmp_path):
+    # The control: the edges of each range are accepted (precision 16 as the command line parses it).
+    overrides = ["seed=0", "trainer.max_epochs=1", "optimizer.momentum=0", "trainer.precision=16"]
+    check_run_settings(compose_config([*TINY, *overrides], tmp_path))
+    check_run_settings(compose_config([*TINY, "seed=4294967295", "trainer.precision=bf16-mixed"], tmp_path))
+
+
+def test_zero_epochs_write_no_record(tmp_path):
+    from pyramid_lab.train import train
+
+    with pytest.raises(ConfigError, match="trainer.max_epochs=0"):
+        train(compose_config([*TINY, "trainer.max_epochs=0"], tmp_path / "run"))
+    assert not (tmp_path / "run" / "metrics.json").exists()  # was recorded completed, test/acc 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        # Both were Hydra's multi-line instantiation error.
+        ("trainer.max_epochs=-5", "trainer.max_epochs=-5 must be an integer >= 1"),
+        ("trainer.precision=foo", "trainer.precision='foo' is unknown; valid: auto, "),
+    ],
+    ids=["epochs", "precision"],
+)
+def test_refused_values_through_the_command_line(tmp_path, override, expected):
+    result = run_cli(tmp_path, override)
+    assert expected in error_line(result, tmp_path / "run")
+    assert result.returncode == 2  # a ConfigError
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_names_the_run_folder_and_the_command_that_resumes_it(tmp_path):
+    run_dir = tmp_path / "run"
+    environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    args = [*BASE, "trainer.max_epochs=1000", f"hydra.run.dir={run_dir}"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pyramid_lab", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run_dir / "checkpoints" / "last.ckpt").exists():
+        time.sleep(0.2)  # training: an epoch done
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    (line,) = [text for text in stderr.splitlines() if text.startswith("interrupted:")]
+    command = " ".join(
+        ["python -m pyramid_lab", *BASE, "trainer.max_epochs=1000", f"hydra.run.dir={run_dir}"]
+    )
+    assert line == f"interrupted: run folder {run_dir}; resume it with: {command}"
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
 
 
 @pytest.mark.slow

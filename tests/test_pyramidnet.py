@@ -39,7 +39,7 @@ def on_meta(builder, *args, **kw) -> nn.Module:
 
 @pytest.mark.parametrize(("depth", "alpha", "bottleneck"), list(REFERENCE_COUNTS))
 def test_parameter_count_equals_reference(depth, alpha, bottleneck):
-    model = on_meta(PyramidNet, depth, alpha, bottleneck=bottleneck)
+    model = on_meta(PyramidNet, depth, alpha, bottleneck=bottleneck, truncate_depth=True)
     assert count(model) == REFERENCE_COUNTS[(depth, alpha, bottleneck)]
 
 
@@ -120,6 +120,11 @@ def test_trains_one_step_with_finite_gradients():
         (dict(depth=7, alpha=48), "model.depth=7 is too small for basic units: need depth >= 8"),
         (dict(depth=10, alpha=48, bottleneck=True), "need depth >= 11"),
         (dict(depth=20, alpha=-1), "model.alpha=-1 must be >= 0"),
+        (
+            dict(depth=15, alpha=4),
+            "model.depth=15 cannot be built with basic units: depth must be 6n + 2; nearest valid: 14, 20",
+        ),
+        (dict(depth=196, alpha=48, bottleneck=True), "nearest valid: 191, 200"),
         (
             dict(depth=20, alpha=4, act_layer="gelu"),
             "activation='gelu' is unknown; valid: relu, leaky_relu, selu, hardswish",

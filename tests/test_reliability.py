@@ -4,8 +4,10 @@ and reruns that fail after a run completed. Each fault is injected into a tiny r
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -264,12 +266,14 @@ def test_a_failed_rerun_keeps_the_completed_attempt_readable(tmp_path):
     run_dir = tmp_path / "run"
     first = run(run_dir, 1)
     with pytest.raises(ConfigError):
-        run(run_dir, 1, "model.depth=5")  # too shallow: the rerun fails
+        # The same run under a budget it is over: the rerun fails (a budget changes no result, so
+        # the run folder takes the rerun).
+        run(run_dir, 1, "budget.max_params=1000")
     record = read_record(run_dir)
     assert record["status"] == "failed"
     done, failed = record["attempts"]
     assert done["status"] == "completed" and done["test/acc"] == first["test/acc"] and done["epochs"] == 1
-    assert failed["status"] == "failed" and "model.depth=5" in failed["error"]
+    assert failed["status"] == "failed" and "budget.max_params=1,000" in failed["error"]
     assert done["started"] <= done["ended"] <= failed["started"]
     view, note = latest_completed(record)
     assert view["status"] == "completed" and view["test/acc"] == first["test/acc"]
@@ -284,3 +288,179 @@ def test_an_unreadable_record_is_kept_aside_not_overwritten(tmp_path):
     (kept,) = run_dir.glob("metrics.json.unreadable-*")
     assert kept.read_text() == '{"status": "compl'
     assert read_record(run_dir)["status"] == "completed"
+
+
+# --- a run folder belongs to one config (pyramid_lab/runs/folder_config.py) ------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A completed one-epoch run folder (seed 42); tests rerun into copies of it."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    run(run_dir, 1)
+    return run_dir
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy)
+    return copy
+
+
+def contents(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (["seed=1"], "(seed: 42 -> 1)"),
+        (["optimizer=adam"], "(optimizer: torch.optim.SGD -> torch.optim.Adam)"),  # was a KeyError: 'step'
+        (
+            ["model.depth=14", "tricks=ema"],
+            "(callbacks.ema: None -> pyramid_lab.training.ema.EMA, model.depth: 8 -> 14)",
+        ),
+        (["trainer.max_epochs=2", "seed=1", "resume=false"], "(seed: 42 -> 1)"),  # starting over too
+    ],
+    ids=["seed", "optimizer", "model_and_trick", "resume_false"],
+)
+def test_a_rerun_with_another_config_is_refused_naming_it_and_writes_nothing(run_copy, change, named):
+    before = contents(run_copy)
+    with pytest.raises(ConfigError) as refused:
+        run(run_copy, 1, *change)
+    message = str(refused.value)
+    assert "\n" not in message and f"run folder {run_copy} holds a run of another config {named}" in message
+    assert "use a new run folder" in message and "resume=force" in message
+    assert contents(run_copy) == before
+
+
+def test_resume_force_continues_and_each_attempt_keeps_its_config(run_copy):
+    first_config = (run_copy / "config.yaml").read_text()
+    record = run(run_copy, 2, "seed=1", "resume=force")
+    assert record["status"] == "completed" and epochs_of(record) == [1, 2]  # epoch 1 was seed 42's
+    one, two = record["attempts"]
+    assert (one["config"], two["config"]) == ("attempts/1/config.yaml", "attempts/2/config.yaml")
+    assert two["resume"] == "force" and two["config_changes"] == ["seed"]
+    assert (run_copy / "attempts/1/config.yaml").read_text() == first_config
+    assert "seed: 42" in first_config and "seed: 1\n" in (run_copy / "attempts/2/config.yaml").read_text()
+    assert (run_copy / "config.yaml").read_text() == (run_copy / "attempts/2/config.yaml").read_text()
+    # The folder is seed 1's now: the same config with more epochs and the progress bar back continues.
+    more = train(compose_config([o for o in tiny(3, "seed=1") if o != "~callbacks.progress_bar"], run_copy))
+    assert more["status"] == "completed" and epochs_of(more) == [1, 2, 3]
+    assert "resume" not in more["attempts"][-1] and more["attempts"][-1]["resumed_from"].endswith("last.ckpt")
+
+
+def test_resume_force_cannot_load_a_checkpoint_into_another_optimizer(run_copy):
+    before = contents(run_copy)
+    with pytest.raises(ConfigError) as refused:  # was: KeyError: 'step' from torch's Adam
+        run(run_copy, 2, "optimizer=adam", "resume=force")
+    message = str(refused.value)
+    assert "\n" not in message and "resume=force cannot continue" in message
+    assert "with another optimizer" in message and "use a new run folder" in message
+    assert contents(run_copy) == before
+
+
+def test_a_config_yaml_from_before_attempts_kept_their_own_is_kept(run_copy):
+    # A folder from a version that kept one config.yaml: the rerun keeps it beside its own.
+    shutil.rmtree(run_copy / "attempts")
+    record = read_record(run_copy)
+    for attempt in record["attempts"]:
+        del attempt["config"]
+    (run_copy / "metrics.json").write_text(json.dumps(record))
+    old = (run_copy / "config.yaml").read_text()
+    run(run_copy, 2)
+    assert (run_copy / "attempts/before-2/config.yaml").read_text() == old
+    assert (run_copy / "attempts/2/config.yaml").is_file()
+
+
+def test_config_yaml_is_written_atomically(run_copy, monkeypatch):
+    before = (run_copy / "config.yaml").read_text()
+    monkeypatch.setattr(atomic, "open", FullDisk(lambda path: "config.yaml" in path.name), raising=False)
+    with pytest.raises(DiskFull):
+        run(run_copy, 2)
+    assert (run_copy / "config.yaml").read_text() == before
+    assert not [p for p in run_copy.rglob(".*.tmp")]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (["trainer.max_epochs=5"], []),  # more epochs: the schedule's T_max follows, not a change
+        (["trainer.max_epochs=2"], ["trainer.max_epochs"]),  # fewer: the run's schedule was longer
+        (["trainer.max_epochs=5", "scheduler=multistep"], ["scheduler"]),
+        (["logger=tensorboard", "trainer.log_every_n_steps=1", "budget.max_params=10", "resume=false"], []),
+        (["+trainer.enable_progress_bar=false", "task_name=renamed", "paths.data_dir=/elsewhere"], []),
+        (["data.batch_size=32", "module.label_smoothing=0.0", "activation=relu"], None),
+        (["+new_setting=1"], ["new_setting"]),  # not listed as safe: a change
+    ],
+    ids=["more_epochs", "fewer_epochs", "scheduler", "logging", "labels_paths", "data_module_act", "new_key"],
+)
+def test_which_settings_change_a_run(tmp_path, change, expected):
+    from omegaconf import OmegaConf
+
+    from pyramid_lab.runs.folder_config import config_changes
+
+    saved = OmegaConf.to_container(compose_config(tiny(3), tmp_path), resolve=True)
+    changes = config_changes(saved, compose_config([*tiny(3), *change], tmp_path))
+    if expected is None:
+        expected = ["activation.name", "data.batch_size", "module.label_smoothing"]
+    assert changes == expected
+
+
+# --- leftovers of interrupted writes ---------------------------------------------------------------
+
+
+def test_temp_files_of_killed_writers_and_an_orphan_best_are_removed_at_the_next_start(run_copy):
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead_pid = int(exited.stdout)  # exited: its temporary files are leftovers
+    ckpts = run_copy / "checkpoints"
+    last = (ckpts / "last.ckpt").read_bytes()
+    leftovers = [ckpts / f".last.ckpt.{dead_pid}.tmp", run_copy / f".metrics.json.{dead_pid}.tmp"]
+    for path in leftovers:
+        path.write_bytes(last)
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    live = ckpts / f".last.ckpt.{writer.pid}.tmp"  # a running process's: kept
+    live.write_bytes(b"in progress")
+    (best,) = ckpts.glob("best-*.ckpt")
+    orphan = ckpts / "best-epoch005.ckpt"  # written after last.ckpt's epoch by a killed attempt
+    orphan.write_bytes(best.read_bytes())
+    try:
+        record = run(run_copy, 2)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert record["status"] == "completed"
+    assert not any(path.exists() for path in [*leftovers, orphan])
+    assert live.exists() and (ckpts / "last.ckpt").is_file()
+
+
+def test_disk_full_in_tensorboards_writer_thread_is_one_line_and_no_traceback(tmp_path, monkeypatch, caplog):
+    import threading
+
+    from tensorboard.summary.writer import record_writer
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    printed = []  # what would print a traceback: Python's hook, the one before the run's
+    monkeypatch.setattr(threading, "excepthook", printed.append)
+    monkeypatch.setattr(record_writer.RecordWriter, "write", full)
+    overrides = [o for o in tiny(3) if o != "logger=none"] + ["logger=tensorboard"]
+    with caplog.at_level("WARNING"), pytest.raises(DiskFull) as stopped:
+        train(compose_config(overrides, tmp_path / "run"))
+    message = str(stopped.value)
+    assert "\n" not in message and f"no space left on the device of {tmp_path / 'run'}" in message
+    assert printed == []
+    assert "the writer thread of tensorboard.summary.writer.event_file_writer stopped" in caplog.text
+    assert read_record(tmp_path / "run")["status"] == "failed"
+
+
+@pytest.mark.parametrize("damage", ["a: [1", ""], ids=["broken_yaml", "empty"])
+def test_an_unreadable_config_yaml_is_named_not_guessed(run_copy, damage):
+    (run_copy / "config.yaml").write_text(damage)
+    with pytest.raises(ConfigError) as refused:
+        run(run_copy, 2)
+    message = str(refused.value)
+    assert "\n" not in message and f"{run_copy / 'config.yaml'} cannot be read" in message
+    assert "resume=force" in message

@@ -146,7 +146,9 @@ def test_completed_run_is_skipped_when_rerun(tmp_path, tiny_overrides):
 def test_resuming_a_different_model_names_both(tmp_path, tiny_overrides):
     train(compose_config(tiny_overrides, tmp_path))
     (tmp_path / "metrics.json").unlink()  # not completed: it would resume
-    cfg = compose_config([*tiny_overrides, "model.depth=14", "trainer.max_epochs=2"], tmp_path)
+    # resume=force: past the run folder's own check (another config), to the checkpoint's.
+    overrides = [*tiny_overrides, "model.depth=14", "trainer.max_epochs=2", "resume=force"]
+    cfg = compose_config(overrides, tmp_path)
     with pytest.raises(ConfigError) as info:
         train(cfg)
     message = str(info.value)

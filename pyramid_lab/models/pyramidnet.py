@@ -133,10 +133,14 @@ class PyramidNet(ConvNet):
     """PyramidNet for 32x32 images (CIFAR, CINIC-10), additive widening.
 
     Args:
-        depth: total depth; ``(depth - 2) // 6`` basic or ``(depth - 2) // 9`` bottleneck units per
-            stage, truncating as the reference does (196 bottleneck -> 21 units per stage).
+        depth: total depth: ``6n + 2`` for basic units, ``9n + 2`` for bottleneck units (n units per
+            stage); any other depth is refused unless ``truncate_depth``.
         alpha: total widening over the network (float allowed), e.g. 48 in the study.
         bottleneck: bottleneck units (outputs 4x wider) instead of basic units.
+        truncate_depth: build a depth that fits neither form as the reference does, with
+            ``(depth - 2) // 6`` or ``// 9`` units per stage (196 bottleneck -> 21 units, 191
+            layers: the study's PyramidNet-196). Off by default: ``model.depth=15`` silently
+            building 14 layers is a typo nobody sees.
         shakedrop: ShakeDrop perturbation probability of the last unit (``1 - p_L``; 0.5 in
             Yamada et al. 2018 and the study), decaying linearly to the first; 0 disables it.
         num_classes: outputs of the linear head.
@@ -149,7 +153,8 @@ class PyramidNet(ConvNet):
         (B, in_chans, H, W) -> logits (B, num_classes); features (B, num_features, H / 4, W / 4).
 
     Raises:
-        ConfigError: for a depth too small for one unit per stage, a negative alpha, a ShakeDrop
+        ConfigError: for a depth too small for one unit per stage or not of the unit's form
+            (naming the nearest valid depths), a negative alpha, a ShakeDrop
             probability outside [0, 1] or an unknown activation.
     """
 
@@ -160,6 +165,7 @@ class PyramidNet(ConvNet):
         bottleneck: bool = False,
         shakedrop: float = 0.0,
         *,
+        truncate_depth: bool = False,
         num_classes: int = 10,
         in_chans: int = 3,
         act_layer: str | ActLayer = "relu",
@@ -173,6 +179,14 @@ class PyramidNet(ConvNet):
             raise ConfigError(
                 f"model.depth={depth} is too small for {kind} units: need depth >= {divisor + 2} "
                 f"(depth = {divisor}n + 2, n >= 1 units per stage)"
+            )
+        if (depth - 2) % divisor and not truncate_depth:
+            kind = "bottleneck" if bottleneck else "basic"
+            below = depth - (depth - 2) % divisor
+            raise ConfigError(
+                f"model.depth={depth} cannot be built with {kind} units: depth must be {divisor}n + 2; "
+                f"nearest valid: {below}, {below + divisor} (model.truncate_depth=true truncates as "
+                "the reference code does)"
             )
         if alpha < 0:
             raise ConfigError(f"model.alpha={alpha} must be >= 0 (the total widening, e.g. 48)")
@@ -223,7 +237,8 @@ def pyramidnet164_a48(**kw: Any) -> PyramidNet:
 
 
 def pyramidnet196_a48(**kw: Any) -> PyramidNet:
-    return PyramidNet(depth=196, alpha=48, bottleneck=True, **kw)
+    # 196 is not 9n + 2: the study's network is what the reference code builds from it (191 layers).
+    return PyramidNet(depth=196, alpha=48, bottleneck=True, truncate_depth=True, **kw)
 
 
 def pyramidnet272_a200(**kw: Any) -> PyramidNet:

@@ -12,14 +12,22 @@ stays as it was, and :class:`DiskFull` stops the run with one line naming the fo
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from pyramid_lab.errors import RunStopped
 
+log = logging.getLogger(__name__)
+
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# The temporary file beside a target: ".<target name>.<writer's pid>.tmp" (a kill leaves it behind;
+# pyramid_lab.runs.checkpoint.remove_leftovers removes it at the run folder's next start).
+TEMP_PATTERN = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)\.tmp")
 
 
 class DiskFull(RunStopped):
@@ -38,6 +46,29 @@ def is_disk_full(error: BaseException | None) -> bool:
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return False
+
+
+def quiet_disk_full_in_threads() -> None:
+    """Make a background writer thread that finds the disk full (TensorBoard's event writer)
+    log one line instead of printing a traceback after the run's own one-line error.
+
+    The run itself learns of it (the writer raises the thread's error at the next write, which
+    train() reports as :class:`DiskFull`); any other thread error keeps Python's traceback.
+    Installed around whatever hook is current (pytest's, in tests); idempotent.
+    """
+    if getattr(threading.excepthook, "_pyramid_lab", False):
+        return
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if is_disk_full(args.exc_value):
+            writer = type(args.thread).__module__ if args.thread is not None else "a thread"
+            log.warning("the writer thread of %s stopped: %s", writer, args.exc_value)
+            return
+        previous(args)
+
+    hook._pyramid_lab = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 @contextmanager

@@ -18,7 +18,9 @@ the newest intact checkpoint of the run or stops with one line (:func:`resume_ch
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from pyramid_lab.errors import ConfigError
-from pyramid_lab.runs.atomic import atomic_path
+from pyramid_lab.runs.atomic import TEMP_PATTERN, atomic_path
 from pyramid_lab.runs.recorder import RUN_STATE_KEY
 from pyramid_lab.runs.trust import check_trusted
 
@@ -261,3 +263,53 @@ def check_same_model(path: Path | Resume, model: str, params: int) -> None:
             f"ckpt_path={path} holds {saved.model} ({saved.params:,} parameters) but the "
             f"config builds {model} ({params:,} parameters); use the same model or a new run folder"
         )
+
+
+# The best checkpoint's file name (conf/callbacks/default.yaml: "best-epoch{epoch:03d}").
+_BEST = re.compile(r"best-epoch(\d+)\.ckpt")
+
+
+def remove_leftovers(run_dir: Path) -> list[Path]:
+    """Remove the temporary files (:data:`pyramid_lab.runs.atomic.TEMP_PATTERN`) that writes
+    interrupted by a kill left in a run folder: full-size checkpoint copies, half records.
+
+    Only files whose writer is provably gone: its process id (in the name) is not running on this
+    host. The caller holds the folder's lock, so no other run writes there. Returns what it removed.
+    """
+    removed = []
+    for folder, _, names in os.walk(run_dir):  # never into a linked folder (followlinks=False)
+        for name in names:
+            match = TEMP_PATTERN.fullmatch(name)
+            path = Path(folder) / name
+            if match and not path.is_symlink() and path.is_file() and not _running(int(match["pid"])):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    if removed:
+        log.info("removed %d temporary file(s) of interrupted writes in %s", len(removed), run_dir)
+    return removed
+
+
+def remove_orphan_best(resume: Resume) -> list[Path]:
+    """Remove best checkpoints of epochs after the one a resume starts from: a kill between writing
+    a new best and ``last.ckpt`` leaves one, of an epoch the resumed run trains again."""
+    if resume.state.epoch is None:
+        return []
+    removed = []
+    for path in resume.path.parent.glob("best-epoch*.ckpt"):
+        match = _BEST.fullmatch(path.name)
+        if match and int(match[1]) > resume.state.epoch and path != resume.path:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        log.info("removed %s: written after %s, by an attempt that was killed", removed, resume.path.name)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True

@@ -7,7 +7,8 @@ with the history so far, and at the end with the final status (``completed``, ``
 ``running``: it never looks finished.
 
 A rerun into the same folder (a resume, a longer run, ``resume=false``) is a new attempt: the
-record's ``attempts`` lists every attempt (status, epochs, error, start and end, final metrics),
+record's ``attempts`` lists every attempt (status, epochs, error, start and end, final metrics, its
+overrides and its config file ``attempts/<n>/config.yaml``, pyramid_lab.runs.folder_config),
 carried over from the ``metrics.json`` already there, so no attempt's result is ever lost; an
 unreadable ``metrics.json`` is kept aside as ``metrics.json.unreadable-<time>``.
 """
@@ -57,6 +58,7 @@ class RunRecord(pl.Callback):
         self.wall_time_before = 0.0  # time spent before a resume
         self.config: dict[str, Any] | None = None  # the composed config, kept in checkpoints
         attempts = earlier_attempts(self.path) if rank_zero_only.rank == 0 else []
+        self.earlier = [dict(attempt) for attempt in attempts]  # as the folder's record had them
         attempts.append({"attempt": len(attempts) + 1, "status": "running", "started": _now(), "ended": None})
         self.data: dict[str, Any] = {
             "status": "running",
@@ -88,6 +90,17 @@ class RunRecord(pl.Callback):
             resumed_from=self.data.get("resumed_from"),
             **metrics,
         )
+
+    @property
+    def attempt(self) -> int:
+        """This attempt's number (1 for the folder's first)."""
+        return self.data["attempts"][-1]["attempt"]
+
+    def note_attempt(self, **fields: Any) -> None:
+        """Add ``fields`` to this attempt's line in ``attempts`` (its config file, its overrides,
+        ``resume=force`` and what it changed) and write the record."""
+        self.data["attempts"][-1].update(fields)
+        self.update()
 
     def finish(self, status: str, error: str | None = None, **fields: Any) -> dict[str, Any]:
         assert status in STATUSES, status
