@@ -15,6 +15,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pyramid_lab.build import build, check_budget, count_parameters, instantiate, model_name
 from pyramid_lab.errors import ConfigError, RunStopped
 from pyramid_lab.runs.checkpoint import LAST, check_same_model, resume_checkpoint
+from pyramid_lab.runs.interrupt import stop_signal
 from pyramid_lab.runs.lock import RunLock
 from pyramid_lab.runs.log_tree import (
     link_into_log_tree,
@@ -91,10 +92,10 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[
         log_hparams_with_results(run.loggers, _hparams(record.config), record.data)
         return record.data
     except BaseException as error:
-        status, message = stop_status(error)
+        status, message = stop_status(error, stop_signal(trainer))
         record.finish(status, error=message, **_final(trainer))
-        if isinstance(error, SIGTERMException):
-            raise SystemExit(128 + signal.SIGTERM) from error
+        if isinstance(error, SIGTERMException):  # SIGTERM, or a Ctrl-C that finished its step
+            raise SystemExit(128 + stop_signal(trainer)) from error
         raise
     finally:
         _finish_trackers(loggers)
@@ -113,12 +114,13 @@ def predictions_summary(trainer: pl.Trainer) -> dict[str, Any]:
     return next((c.summary for c in trainer.callbacks if isinstance(c, TestPredictions)), {})
 
 
-def stop_status(error: BaseException) -> tuple[str, str]:
-    """What the run record says when ``error`` stopped a run: ``(status, error message)``."""
+def stop_status(error: BaseException, signum: signal.Signals = signal.SIGTERM) -> tuple[str, str]:
+    """What the run record says when ``error`` stopped a run: ``(status, error message)``;
+    ``signum``: the signal behind a ``SIGTERMException`` (pyramid_lab.runs.interrupt)."""
     if isinstance(error, RunStopped):  # diverged, pruned, ...: the run says why itself
         return error.status, str(error)
     if isinstance(error, SIGTERMException):
-        return "interrupted", "stopped by SIGTERM; rerun to resume"
+        return "interrupted", f"stopped by {signum.name}; rerun to resume"
     if isinstance(error, (KeyboardInterrupt, SystemExit)):
         return "interrupted", "training was interrupted; rerun to resume"
     return "failed", f"{type(error).__name__}: {error}"
