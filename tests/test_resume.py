@@ -105,15 +105,16 @@ def test_sigkill_mid_run_then_rerun_resumes_without_training_an_epoch_twice(tmp_
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_marks_interrupted_and_exits(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_saves_a_checkpoint_marks_interrupted_and_exits(tmp_path, signum):
     run_dir = tmp_path / "run"
     process = start(run_dir)
     wait_for_epochs(run_dir, 1, process)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert process.returncode == 128 + signum, err[-2000:]
     record = read_record(run_dir)
-    assert record["status"] == "interrupted" and "SIGTERM" in record["error"]
+    assert record["status"] == "interrupted" and signum.name in record["error"]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
     rerun = start(run_dir)
