@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 
 import pyramid_lab.train as train_module
+from pyramid_lab.data.sampler import ShuffledBatchSampler
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.runs.checkpoint import AtomicCheckpointIO
 from pyramid_lab.runs.record import read_record
@@ -60,6 +61,37 @@ def wait_for_epochs(run_dir: Path, epochs: int, process: subprocess.Popen, timeo
             pass
         time.sleep(0.05)
     raise TimeoutError(f"no {epochs} epochs in {timeout} s")
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_the_shuffle_resumes_after_the_batches_handed_out_and_only_in_their_epoch(rank):
+    def sampler() -> ShuffledBatchSampler:
+        return ShuffledBatchSampler(50, 4, seed=3, rank=rank, world_size=2, repeats=2)
+
+    whole = sampler()
+    whole.set_epoch(5)
+    epoch5 = list(whole)
+    stopped = sampler()
+    stopped.set_epoch(5)
+    batches = iter(stopped)
+    handed_out = [next(batches) for _ in range(4)]
+    state = stopped.state_dict()
+    assert state == {"epoch": 5, "batches": 4}
+
+    resumed = sampler()
+    resumed.load_state_dict(state)
+    resumed.set_epoch(5)  # Lightning sets the epoch after restoring the state, before iterating
+    rest = list(resumed)
+    assert [b.tolist() for b in handed_out + rest] == [b.tolist() for b in epoch5]
+    assert resumed.state_dict() == {"epoch": 5, "batches": len(epoch5)}
+    # The next epoch, and any epoch other than the saved one, is whole.
+    resumed.set_epoch(6)
+    whole.set_epoch(6)
+    assert [b.tolist() for b in resumed] == [b.tolist() for b in whole]
+    other = sampler()
+    other.load_state_dict(state)
+    other.set_epoch(6)
+    assert len(list(other)) == len(epoch5)
 
 
 def test_atomic_checkpoint_keeps_the_old_file_when_a_write_dies(tmp_path, monkeypatch):

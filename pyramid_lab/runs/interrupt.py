@@ -46,6 +46,7 @@ class InterruptCheckpoint(pl.Callback):
         self._trainer: pl.Trainer | None = None
         self._previous: dict[signal.Signals, Any] = {}
         self._validating = False
+        self._trained = False  # whether this process trained a step: else the last checkpoint holds all
 
     # Installed after Lightning's own SIGTERM handler (registered just before the sanity check),
     # which would otherwise set the flag during validation too.
@@ -58,10 +59,13 @@ class InterruptCheckpoint(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._uninstall()
 
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._trained = True
+
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._validating = True
-        # Set by a signal during the training step just done: it waits for validation's end.
-        _set_stop_flag(trainer, False)
+        if self.received is not None:  # our signal, during the step just done: after validation
+            _set_stop_flag(trainer, False)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._validating = False
@@ -72,7 +76,9 @@ class InterruptCheckpoint(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         self._uninstall()
-        if trainer.state.fn != "fit":
+        # Before the first step nothing changed since the checkpoint the fit started from (and a
+        # save then would lack the training loader's place, which is restored with the loader).
+        if trainer.state.fn != "fit" or not self._trained:
             return
         # Lightning's stop between steps leaves a state that resumes exactly. submitit's requeue
         # on SIGUSR2 (a SystemExit wherever it lands) is saved too: a run at its time limit must
