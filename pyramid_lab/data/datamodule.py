@@ -56,9 +56,10 @@ class ImageDataModule(pl.LightningDataModule):
     Training batches come from a fresh permutation per epoch (seeded by ``seed + epoch``),
     sharded by ``trainer.global_rank`` / ``trainer.world_size``, so the trainer must run with
     ``use_distributed_sampler=False``; the training loader is resumable (a checkpoint written
-    mid-epoch continues the epoch's permutation where it stopped). Validation and test batches are sequential, never dropped
-    and never augmented; under DDP each rank takes an equal contiguous block (padded from the
-    start like ``DistributedSampler``, so up to ``world_size - 1`` images count twice).
+    mid-epoch continues the epoch's permutation where it stopped). Validation and test batches
+    are sequential, never dropped and never augmented; under DDP each rank takes an equal
+    contiguous block (padded from the start like ``DistributedSampler``, so up to
+    ``world_size - 1`` images count twice).
 
     Args:
         dataset: a data source (``Digits``, ``CINIC10``, ``CIFAR10``, ``Synthetic``, ...).

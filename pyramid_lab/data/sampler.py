@@ -134,7 +134,8 @@ class ShuffledBatchSampler(Sampler[Tensor]):
 
 class ResumableLoader(DataLoader):
     """A ``DataLoader`` whose ``state_dict``/``load_state_dict`` are its sampler's: Lightning
-    saves the state of such a training loader in checkpoints (``loops.fit_state.combined_loader``)
+    saves the state of such a training loader in checkpoints (``["loops"]["fit_loop"]["state_dict"]
+    ["combined_loader"]``)
     and restores it before a resumed epoch, instead of warning that the loader is not resumable."""
 
     def state_dict(self) -> dict[str, int]:
