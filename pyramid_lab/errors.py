@@ -8,6 +8,8 @@ failure and keeps its traceback. Ctrl-C (:func:`is_ctrl_c`) prints one line nami
 and the command that resumes it, and exits 130.
 """
 
+import signal
+
 
 class ConfigError(ValueError):
     """Bad user input: a setting, a file or a data folder that cannot be used as given."""
@@ -30,7 +32,9 @@ class DivergedError(RunStopped):
 
 
 def is_ctrl_c(error: BaseException) -> bool:
-    """Ctrl-C, as itself or as the ``exit(1)`` Lightning raises while handling it."""
+    """Ctrl-C: as itself, as the ``exit(1)`` Lightning raises while handling it, or as the exit
+    130 (128 + SIGINT) a training run raises after saving its state (pyramid_lab.runs.interrupt)."""
     return isinstance(error, KeyboardInterrupt) or (
-        isinstance(error, SystemExit) and isinstance(error.__context__, KeyboardInterrupt)
+        isinstance(error, SystemExit)
+        and (error.code == 128 + signal.SIGINT or isinstance(error.__context__, KeyboardInterrupt))
     )

@@ -37,6 +37,7 @@ from pyramid_lab.runs.folder_config import (
     save_attempt_config,
     saved_config,
 )
+from pyramid_lab.runs.interrupt import stop_signal
 from pyramid_lab.runs.lock import RunLock
 from pyramid_lab.runs.log_tree import (
     link_into_log_tree,
@@ -124,13 +125,14 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[
             error = DiskFull(
                 f"no space left on the device of {run_dir}; free some space there, then rerun to resume"
             )
-        status, message = stop_status(error)
+        signum = stop_signal(trainer)
+        status, message = stop_status(error, signum)
         record.finish(status, error=message, **_final(trainer))
-        if isinstance(error, SIGTERMException):
-            raise SystemExit(128 + signal.SIGTERM) from error
-        if is_ctrl_c(error) and not isinstance(error, KeyboardInterrupt):
-            # Lightning turns Ctrl-C into exit(1) after its graceful stop: give callers a Ctrl-C.
-            raise KeyboardInterrupt(f"training was interrupted; rerun into {run_dir} to resume") from error
+        if isinstance(error, SIGTERMException):  # SIGTERM, or a Ctrl-C that finished its step
+            raise SystemExit(128 + signum) from error
+        if is_ctrl_c(error):
+            # A second Ctrl-C, which Lightning turns into exit(1): callers get Ctrl-C's exit 130.
+            raise SystemExit(128 + signal.SIGINT) from error
         if error is not caught:
             raise error from None
         raise
@@ -182,12 +184,13 @@ def predictions_summary(trainer: pl.Trainer) -> dict[str, Any]:
     return next((c.summary for c in trainer.callbacks if isinstance(c, TestPredictions)), {})
 
 
-def stop_status(error: BaseException) -> tuple[str, str]:
-    """What the run record says when ``error`` stopped a run: ``(status, error message)``."""
+def stop_status(error: BaseException, signum: signal.Signals = signal.SIGTERM) -> tuple[str, str]:
+    """What the run record says when ``error`` stopped a run: ``(status, error message)``;
+    ``signum``: the signal behind a ``SIGTERMException`` (pyramid_lab.runs.interrupt)."""
     if isinstance(error, RunStopped):  # diverged, pruned, ...: the run says why itself
         return error.status, str(error)
     if isinstance(error, SIGTERMException):
-        return "interrupted", "stopped by SIGTERM; rerun to resume"
+        return "interrupted", f"stopped by {signum.name}; rerun to resume"
     if isinstance(error, (KeyboardInterrupt, SystemExit)):
         return "interrupted", "training was interrupted; rerun to resume"
     return "failed", f"{type(error).__name__}: {error}"

@@ -15,6 +15,7 @@ from pyramid_lab.data.policy import PolicyAugment
 from pyramid_lab.data.sampler import (
     ConcatIndexed,
     IndexedTensors,
+    ResumableLoader,
     SequentialBatchSampler,
     ShuffledBatchSampler,
 )
@@ -54,9 +55,11 @@ class ImageDataModule(pl.LightningDataModule):
 
     Training batches come from a fresh permutation per epoch (seeded by ``seed + epoch``),
     sharded by ``trainer.global_rank`` / ``trainer.world_size``, so the trainer must run with
-    ``use_distributed_sampler=False``. Validation and test batches are sequential, never dropped
-    and never augmented; under DDP each rank takes an equal contiguous block (padded from the
-    start like ``DistributedSampler``, so up to ``world_size - 1`` images count twice).
+    ``use_distributed_sampler=False``; the training loader is resumable (a checkpoint written
+    mid-epoch continues the epoch's permutation where it stopped). Validation and test batches
+    are sequential, never dropped and never augmented; under DDP each rank takes an equal
+    contiguous block (padded from the start like ``DistributedSampler``, so up to
+    ``world_size - 1`` images count twice).
 
     Args:
         dataset: a data source (``Digits``, ``CINIC10``, ``CIFAR10``, ``Synthetic``, ...).
@@ -165,7 +168,8 @@ class ImageDataModule(pl.LightningDataModule):
                 f"data.batch_size={self.batch_size}{per} is more than the "
                 f"{len(self._train)} training images; lower data.batch_size"
             )
-        return self._loader(self._train, sampler)
+        # Resumable: a run stopped mid-epoch continues this epoch's shuffle where it stopped.
+        return self._loader(self._train, sampler, ResumableLoader)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self._val)
@@ -205,10 +209,22 @@ class ImageDataModule(pl.LightningDataModule):
         rank, world_size = self._rank()
         return self._loader(data, SequentialBatchSampler(len(data), self.eval_batch_size, rank, world_size))
 
-    def _loader(self, data: IndexedTensors, sampler: Sampler[Tensor]) -> DataLoader:
+    def _loader(
+        self, data: IndexedTensors, sampler: Sampler[Tensor], loader: type[DataLoader] = DataLoader
+    ) -> DataLoader:
         # num_workers=0: a batch is one gather from memory, cheaper than a worker round trip.
-        return DataLoader(
-            data, batch_size=None, sampler=sampler, num_workers=0, collate_fn=_as_is, pin_memory=self._pin()
+        # A generator of its own: each iter() of a DataLoader draws a worker seed from the
+        # global generator otherwise (workers or not), and a run resumed mid-epoch iterates its
+        # loader once more than an uninterrupted one: augmentation and ShakeDrop would then draw
+        # other numbers from there on.
+        return loader(
+            data,
+            batch_size=None,
+            sampler=sampler,
+            num_workers=0,
+            collate_fn=_as_is,
+            pin_memory=self._pin(),
+            generator=torch.Generator(),
         )
 
     def _rank(self) -> tuple[int, int]:

@@ -3,6 +3,10 @@
 Used as ``DataLoader(IndexedTensors(...), batch_size=None, sampler=...)``: the sampler yields a
 LongTensor of indices per batch and the dataset answers with ``(images[idx], labels[idx])``, so
 a batch costs one gather instead of ``batch_size`` Python calls and a collate.
+
+Training batches come through a :class:`ResumableLoader`, whose ``state_dict`` says where the
+epoch's shuffle stands: Lightning saves it in every checkpoint and hands it back on resume, so a
+run stopped mid-epoch continues the same permutation where it stopped.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class IndexedTensors(Dataset):
@@ -62,7 +66,10 @@ class ShuffledBatchSampler(Sampler[Tensor]):
     appears r times at random positions, and is augmented independently each time): an offline
     r-fold enlarged train set without its disk and memory.
 
-    Lightning calls ``set_epoch`` at the start of every training epoch.
+    Lightning calls ``set_epoch`` at the start of every training epoch. ``state_dict`` is the
+    epoch and the batches handed out of it so far; after ``load_state_dict`` the next iteration
+    of that epoch starts after those batches (an iteration of another epoch starts from its
+    first batch), so a resumed epoch trains on exactly the batches the stopped one had left.
     """
 
     def __init__(
@@ -87,9 +94,19 @@ class ShuffledBatchSampler(Sampler[Tensor]):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self._handed_out = 0  # batches of the current iteration yielded so far
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches) from load_state_dict
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def state_dict(self) -> dict[str, int]:
+        # With num_workers=0 and a sized loader Lightning fetches no batch ahead, so at any
+        # checkpoint the batches handed out are the batches trained on.
+        return {"epoch": self.epoch, "batches": self._handed_out}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_at = (int(state["epoch"]), int(state["batches"]))
 
     def _per_rank(self) -> int:
         if self.drop_last:
@@ -105,7 +122,27 @@ class ShuffledBatchSampler(Sampler[Tensor]):
         total = self._per_rank() * self.world_size
         if total > self.num_samples:  # pad (drop_last=False only)
             order = torch.cat([order, order[torch.arange(total - self.num_samples) % self.num_samples]])
-        yield from order[self.rank : total : self.world_size].split(self.batch_size)
+        batches = order[self.rank : total : self.world_size].split(self.batch_size)
+        # Read here, at the first batch, not when the iterator is made: Lightning makes it before
+        # it calls set_epoch.
+        resume, self._resume_at = self._resume_at, None
+        self._handed_out = resume[1] if resume is not None and resume[0] == self.epoch else 0
+        for batch in batches[self._handed_out :]:
+            self._handed_out += 1  # before the yield: the batch is out once the consumer has it
+            yield batch
+
+
+class ResumableLoader(DataLoader):
+    """A ``DataLoader`` whose ``state_dict``/``load_state_dict`` are its sampler's: Lightning
+    saves the state of such a training loader in checkpoints (``["loops"]["fit_loop"]["state_dict"]
+    ["combined_loader"]``)
+    and restores it before a resumed epoch, instead of warning that the loader is not resumable."""
+
+    def state_dict(self) -> dict[str, int]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state)
 
 
 class SequentialBatchSampler(Sampler[Tensor]):

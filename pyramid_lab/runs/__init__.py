@@ -12,7 +12,7 @@ from typing import Any
 
 _EXPORTS = {
     "AtomicCheckpointIO": "pyramid_lab.runs.checkpoint",
-    "InterruptCheckpoint": "pyramid_lab.runs.checkpoint",
+    "InterruptCheckpoint": "pyramid_lab.runs.interrupt",
     "RunRecord": "pyramid_lab.runs.recorder",
     "read_record": "pyramid_lab.runs.record",
     "atomic_write": "pyramid_lab.runs.atomic",

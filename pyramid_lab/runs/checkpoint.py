@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, a checkpoint on SIGTERM, and one reader of a checkpoint's run state.
+"""Checkpoints: atomic writes and one reader of a checkpoint's run state.
 
 What a checkpoint holds beyond Lightning's own state is written in one place
 (:class:`pyramid_lab.runs.recorder.RunRecord`, under keys defined beside it) and read in one place
@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
@@ -63,21 +62,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         # torch's own file writer only says "file write failed".
         with atomic_path(path) as tmp, open(tmp, "wb") as file:
             torch.save(checkpoint, file)
-
-
-class InterruptCheckpoint(pl.Callback):
-    """On SIGTERM (what SLURM and ``kill`` send), a requeue signal or Ctrl-C, saves ``last.ckpt``
-    where training stands, so that a rerun resumes there instead of at the last epoch boundary."""
-
-    def __init__(self, dirpath: str | Path) -> None:
-        self.path = Path(dirpath) / LAST
-
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
-        # SystemExit covers SIGTERM (Lightning's SIGTERMException) and submitit's requeue on USR2.
-        if isinstance(exception, (SystemExit, KeyboardInterrupt)) and trainer.state.fn == "fit":
-            trainer.save_checkpoint(self.path)
 
 
 @dataclass(frozen=True)

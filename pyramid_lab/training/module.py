@@ -22,6 +22,11 @@ from pyramid_lab.training.compile import CompileFallback
 from pyramid_lab.training.mixing import MixCut, dominant_label
 from pyramid_lab.training.tta import tta_logits
 
+# Where a checkpoint written mid-epoch keeps the epoch's running sums (a fixed string: renaming
+# the class must not orphan checkpoints).
+EPOCH_IN_PROGRESS_KEY = "pyramid_lab.epoch_in_progress"
+_EPOCH_SUMS = ("train_loss", "train_acc", "train_samples")
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
@@ -135,6 +140,8 @@ class Classifier(pl.LightningModule):
         self._ema = False  # set in setup(): whether evaluation sees averaged weights
         # Images trained on per epoch, summed over ranks: DDP must see each sample once.
         self.train_samples = SumMetric(nan_strategy="disable")
+        self._epoch_lr: float | None = None  # train/lr: the lr the current epoch started with
+        self._resumed_epoch_lr: float | None = None  # to log at the first batch after a resume
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=self.memory_format)
@@ -245,7 +252,13 @@ class Classifier(pl.LightningModule):
             )
 
     def on_train_epoch_start(self) -> None:
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
+        self._epoch_lr = self.optimizers().param_groups[0]["lr"]
+        self.log("train/lr", self._epoch_lr, on_step=False, on_epoch=True)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._resumed_epoch_lr is not None:  # resumed mid-epoch: no on_train_epoch_start
+            self._epoch_lr, self._resumed_epoch_lr = self._resumed_epoch_lr, None
+            self.log("train/lr", self._epoch_lr, on_step=False, on_epoch=True)
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
         x, y = batch
@@ -283,10 +296,23 @@ class Classifier(pl.LightningModule):
         # their streams instead of replaying the seed's. Stored as tensors and tuples: the file
         # loads with weights_only=True (pyramid_lab/runs/rng.py).
         checkpoint["rng_states"] = rng_states()
+        # Written mid-epoch (SIGTERM, Ctrl-C: pyramid_lab/runs/interrupt.py): the epoch's running
+        # sums and its lr, so that the resumed epoch's train/* cover all its batches. Not at the
+        # epoch's end, where the sums are the finished epoch's and the next one starts from zero.
+        if self._trainer is not None and not self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            checkpoint[EPOCH_IN_PROGRESS_KEY] = {
+                "lr": self._epoch_lr,
+                "metrics": {name: dict(getattr(self, name).metric_state) for name in _EPOCH_SUMS},
+            }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"])
+        epoch = checkpoint.get(EPOCH_IN_PROGRESS_KEY)
+        if epoch is not None:
+            self._resumed_epoch_lr = epoch["lr"]
+            for name, state in epoch["metrics"].items():
+                getattr(self, name).merge_state(state)  # onto fresh (zero) sums: the saved ones
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=self.parameters())
