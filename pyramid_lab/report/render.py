@@ -63,6 +63,12 @@ NOTE = (
     "never averaged in: their status and reason are in the last columns."
 )
 
+SKIPPED_NOTE = (
+    "Files that could not be used, each with the reason: a run whose metrics.json is skipped is "
+    "missing from the tables above; a run whose test_predictions.npz is skipped is in them but "
+    "not compared with its baseline."
+)
+
 
 def markdown_table(table: Table) -> str:
     """The table as aligned Markdown: readable as plain text in a terminal too."""
@@ -94,7 +100,7 @@ def markdown_document(
     out_dir: Path | None = None,
 ) -> str:
     """results.md: a section per table (its rows, each row against the baseline, per-class
-    accuracy, figures, links to each run's pictures), and the records that could not be read."""
+    accuracy, figures, links to each run's pictures), and the files that were skipped and why."""
     effect_figures = effect_figures or {}
     out_dir = out_dir or source
     parts = [f"# Results: {source}", "", NOTE, "", EFFECT_NOTE, "", study_claims_text()]
@@ -131,7 +137,7 @@ def markdown_document(
         if pictures:
             parts += ["", "Each run's pictures:", "", *pictures]
     if problems:
-        parts += ["", "## Unreadable records", "", *(f"- {_md(p)}" for p in problems)]
+        parts += ["", "## Skipped files", "", SKIPPED_NOTE, "", *(f"- {_md(p)}" for p in problems)]
     return "\n".join(parts) + "\n"
 
 
