@@ -222,6 +222,12 @@ HOSTILE = {
         False,
     ),
     "folder named metrics.json": (_metrics_json_is(Path.mkdir), "metrics.json", "folder", False),
+    "metrics.json of 17 MiB": (
+        _metrics_json_is(lambda p: os.truncate(p.touch() or p, 17 * 2**20)),  # sparse: no disk used
+        "metrics.json",
+        "more than the 16,777,216",
+        False,
+    ),
     "dangling symlink": (
         _metrics_json_is(lambda p: p.symlink_to("/nonexistent/x")),
         "metrics.json",

@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from PIL import Image
 
 from pyramid_lab.report.collect import Run
 from pyramid_lab.report.pictures import save_png
 from pyramid_lab.report.tables import Table
+from pyramid_lab.runs.atomic import atomic_path
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -280,14 +283,39 @@ def study_figure(tables: Sequence[Table]) -> Figure:
 
 
 def write_figures(tables: Sequence[Table], out_dir: Path) -> tuple[Path, dict[str, Path]]:
-    """Write ``curves.png`` and ``<table>.png`` per table into out_dir; returns their paths."""
-    paths = {}
-    for table in tables:
+    """Write ``<table>.png`` per table and ``curves.png`` into out_dir; returns their paths.
+
+    Each table is drawn once: curves.png is the first ``MAX_STUDY_TABLES`` tables' images stacked
+    (the picture :func:`study_figure` draws, without drawing every table a second time).
+    """
+    paths: dict[str, Path] = {}
+    stacked: np.ndarray | None = None  # RGBA rows of curves.png, filled table by table
+    shown = min(len(tables), MAX_STUDY_TABLES)
+    for number, table in enumerate(tables):
         paths[table.name] = out_dir / f"{_file_name(table.name)}.png"
-        save_png(table_figure(table), paths[table.name], dpi=110)
+        figure = table_figure(table)
+        figure.set_dpi(110)
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        image = np.asarray(canvas.buffer_rgba())
+        _save_image(image, paths[table.name])
+        if number < shown:
+            if stacked is None:
+                stacked = np.empty((shown * image.shape[0], *image.shape[1:]), dtype=np.uint8)
+            height = image.shape[0]
+            stacked[number * height : (number + 1) * height] = image
     curves = out_dir / "curves.png"
-    save_png(study_figure(tables), curves, dpi=90)
+    if stacked is not None:
+        _save_image(stacked, curves)
     return curves, paths
+
+
+def _save_image(image: np.ndarray, path: Path) -> None:
+    # Image.frombuffer shares an RGBA array's memory: no copy of a tall curves.png.
+    height, width = image.shape[:2]
+    picture = Image.frombuffer("RGBA", (width, height), np.ascontiguousarray(image), "raw", "RGBA", 0, 1)
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="png")
 
 
 def write_effect_figures(tables: Sequence[Table], out_dir: Path) -> dict[str, Path]:

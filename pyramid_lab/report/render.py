@@ -7,6 +7,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
+from pyramid_lab.report.figures import MAX_STUDY_TABLES
 from pyramid_lab.report.render_effects import (
     EFFECT_NOTE,
     detectable_text,
@@ -104,7 +105,8 @@ def markdown_document(
     effect_figures = effect_figures or {}
     out_dir = out_dir or source
     parts = [f"# Results: {source}", "", NOTE, "", EFFECT_NOTE, "", study_claims_text()]
-    parts += ["", "Figures: all tables in [curves.png](curves.png)."]
+    shown = "all tables" if len(tables) <= MAX_STUDY_TABLES else f"the first {MAX_STUDY_TABLES} tables"
+    parts += ["", f"Figures: {shown} in [curves.png](curves.png)."]
     for table in tables:
         parts += ["", f"## {table.name}", "", markdown_table(table)]
         effects = effects_table(table, _md)
