@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import signal
@@ -24,6 +25,7 @@ from matplotlib.figure import Figure
 from pyramid_lab.report import Run, build_tables, collect_runs, plot_curves
 from pyramid_lab.report.__main__ import main
 from pyramid_lab.report.figures import MAX_CURVE_LINES, MAX_CURVE_ROWS
+from pyramid_lab.report.history import History
 from pyramid_lab.report.render import markdown_document
 
 N = 1000  # test images per run
@@ -364,8 +366,9 @@ def test_many_rows_draw_the_first_rows_and_say_how_many_more():
 
 
 def test_curves_skip_non_finite_values():
-    (run,) = many_runs(rows=1, seeds=1, epochs=3)
-    run.history[1]["train/loss"] = float("nan")  # a diverged run records its loss as NaN
+    steps = history(3, 0.5)
+    steps[1]["train/loss"] = float("nan")  # a diverged run records its loss as NaN
+    run = Run.from_record(record("relu", 1, 0.5, history=steps))
     ax = Figure().subplots()
     plot_curves([run], "train/loss", ax=ax)
     assert list(ax.lines[0].get_xdata()) == [1, 3]
@@ -394,3 +397,18 @@ def test_ten_thousand_runs_report_in_bounded_memory(tmp_path):
     # The runs' histories themselves are ~10 kB each in memory: 100 MB for 10,000. Before the
     # drawing was aggregated, the 10,000-run report took 490 MB against 250 MB for 100 runs.
     assert large - small < 160 * 2**20, (small, large)
+
+
+def test_a_history_held_by_column_gives_back_the_epochs_it_was_given():
+    epochs = [
+        {"epoch": 1, "train/loss": 2.3, "lr": 0.1},
+        {"epoch": 2, "train/loss": float("nan"), "val/acc": 0.5, "note": "x"},  # keys differ per epoch
+    ]
+    history = Run.from_record(record("relu", 1, 0.5, history=epochs)).history
+    assert isinstance(history, History) and len(history) == 2
+    assert history[0] == epochs[0] and type(history[0]["epoch"]) is int
+    assert history[-1]["val/acc"] == 0.5 and history[1]["note"] == "x" and "lr" not in history[1]
+    assert math.isnan(history[1]["train/loss"])
+    assert [entry["epoch"] for entry in history] == [1, 2] and history[:1] == [epochs[0]]
+    with pytest.raises(IndexError):
+        history[2]

@@ -11,11 +11,12 @@ import math
 import os
 import re
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pyramid_lab.report.history import History
 from pyramid_lab.report.inputs import RecordError, predictions_problem, read_record_file
 from pyramid_lab.report.significance import PREDICTIONS_NAME
 from pyramid_lab.runs.record import RECORD_NAME, STATUSES, latest_completed
@@ -55,7 +56,8 @@ class Run:
         params, epochs, wall_time_s: trainable parameters, epochs completed, seconds.
         error: why the run stopped, for failed, diverged and interrupted runs.
         overrides: the command-line overrides that made the run.
-        history: per-epoch dicts (``epoch``, ``train/loss``, ``train/acc``, ``val/acc``, ...).
+        history: per-epoch dicts (``epoch``, ``train/loss``, ``train/acc``, ``val/acc``, ...); from
+            a record, a :class:`~pyramid_lab.report.history.History` (held by column).
         test_acc_ensemble: the snapshot ensemble's test accuracy (fraction), None without one.
         acc_per_class: test accuracy (fraction) per class name, None in records without it.
         predictions: the run's test_predictions.npz, None when it left none (older runs).
@@ -74,7 +76,7 @@ class Run:
     wall_time_s: float | None = None
     error: str | None = None
     overrides: tuple[str, ...] = ()
-    history: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    history: Sequence[dict[str, Any]] = field(default=(), repr=False)
     test_acc_ensemble: float | None = None
     acc_per_class: dict[str, float] | None = field(default=None, repr=False)
     predictions: Path | None = None
@@ -226,7 +228,7 @@ def _named(root: Path, name: str) -> list[Path]:
     return [Path(top, name) for top, dirs, files in os.walk(root) if name in files or name in dirs]
 
 
-def check_history(value: Any) -> tuple[dict[str, Any], ...]:
+def check_history(value: Any) -> History:
     """A record's ``history`` as per-epoch dicts, or RecordError when it is not one.
 
     Values that are numbers must fit a float (NaN and infinity are kept: a diverged run records
@@ -242,8 +244,7 @@ def check_history(value: Any) -> tuple[dict[str, Any], ...]:
         epoch = entry.get("epoch")
         if epoch is not None and not (_is_number(epoch) and math.isfinite(epoch) and epoch == int(epoch)):
             raise RecordError(f"'history' holds 'epoch' = {_show(epoch)}, expected a whole number")
-    # JSON gives dicts already: copying 300,000 of them (10,000 runs) only churns memory.
-    return tuple(h if type(h) is dict else dict(h) for h in history)
+    return History(history)
 
 
 def _latest_completed(record: Any) -> tuple[Any, str | None]:
