@@ -128,7 +128,7 @@ def _metrics_json_is(make_it: Callable[[Path], object]) -> Callable[[Path], None
 def _search_results(content: str) -> Callable[[Path], None]:
     def make(folder: Path) -> None:
         folder.mkdir()
-        (folder / "optimization_results.yaml").write_text(content)
+        (folder / "optimization_results.yaml").write_text(content.replace("{folder}", str(folder)))
 
     return make
 
@@ -240,6 +240,12 @@ HOSTILE = {
         _search_results("{unclosed: [yaml"),
         "optimization_results.yaml",
         "YAML",
+        False,
+    ),
+    "optimization_results.yaml naming a study that is not there": (
+        _search_results("study_name: gone\nstorage: sqlite:///{folder}/optuna.db\n"),
+        "optimization_results.yaml",
+        "cannot be opened",
         False,
     ),
     "optimization_results.yaml without a study": (

@@ -44,6 +44,10 @@ def regular_size(path: str | Path) -> int:
     try:
         info = os.stat(path)
     except OSError as error:
+        if os.path.islink(path):  # a link to nowhere, or into a folder we may not enter
+            raise UnreadableFile(
+                f"is a link to {os.readlink(path)}, which cannot be read ({error.strerror})"
+            ) from None
         raise UnreadableFile(f"cannot be read ({error.strerror})") from None
     if not stat.S_ISREG(info.st_mode):
         kind = next((name for test, name in _KINDS if test(info.st_mode)), "not a plain file")

@@ -33,7 +33,7 @@ SEARCH_CALLBACKS = ("optuna_pruning",)
 # write_results writes about 1 kB; a file far larger was not written by it.
 RESULTS_LIMIT = 2**20
 # What the report needs to find the study again.
-_REQUIRED = ("study_name", "storage")
+_REQUIRED = {"study_name": "the study's name", "storage": "the study's storage URL"}
 
 
 class ResultsError(ValueError):
@@ -56,11 +56,9 @@ def read_results(sweep_dir: str | Path) -> dict[str, Any]:
         raise ResultsError(f"not valid YAML ({_yaml_reason(error)})") from None
     if not isinstance(results, dict):
         raise ResultsError(f"expected a YAML mapping, got {type(results).__name__}")
-    for key in _REQUIRED:
+    for key, meaning in _REQUIRED.items():
         if not isinstance(results.get(key), str) or not results[key]:
-            raise ResultsError(
-                f"'{key}' is {results.get(key)!r}, expected the study's {key.replace('_', ' ')}"
-            )
+            raise ResultsError(f"'{key}' is {results.get(key)!r}, expected {meaning}")
     return results
 
 
