@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,10 +23,11 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from pyramid_lab.report import Run, build_tables, collect_runs, plot_curves
+from pyramid_lab.report import Run, build_tables, collect_runs, inputs, plot_curves
 from pyramid_lab.report.__main__ import main
 from pyramid_lab.report.figures import MAX_CURVE_LINES, MAX_CURVE_ROWS
 from pyramid_lab.report.history import History
+from pyramid_lab.report.inputs import predictions_problem
 from pyramid_lab.report.render import markdown_document
 
 N = 1000  # test images per run
@@ -189,6 +191,12 @@ HOSTILE = {
     "truncated npz": (_bad_npz(TRUNCATED), "test_predictions.npz", "cannot be read", True),
     "non-npy npz": (_bad_npz(b"PK\x03\x04 not a zip at all"), "test_predictions.npz", "cannot be read", True),
     "a pickle": (_bad_npz(b"\x80\x04\x95 a pickle"), "test_predictions.npz", "cannot be read", True),
+    "object array (a pickle inside)": (
+        _bad_arrays(pred=np.array([None] * N, dtype=object)),
+        "test_predictions.npz",
+        "cannot be read",
+        True,
+    ),
     "float pred": (_bad_arrays(pred=np.linspace(0, 9, N)), "test_predictions.npz", "integer", True),
     "NaN pred": (_bad_arrays(pred=np.full(N, np.nan)), "test_predictions.npz", "integer", True),
     "class out of range": (
@@ -316,7 +324,8 @@ def test_the_report_names_every_hostile_file_and_writes_the_rest(deadline, good_
     assert main([str(root)]) == 1  # written, with skipped files (README: exit code 1)
     out, err = capsys.readouterr()
     assert "Traceback" not in err
-    assert f"{TABLE} (14 runs)" in out  # the 4 good ones and the 10 whose predictions are skipped
+    reported = 4 + sum(case[3] for case in HOSTILE.values())  # and those whose predictions are skipped
+    assert f"{TABLE} ({reported} runs)" in out
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == len(HOSTILE)
     skipped = (root / "results.md").read_text().split("## Skipped files\n", 1)[1]
@@ -418,3 +427,14 @@ def test_a_history_held_by_column_gives_back_the_epochs_it_was_given():
     assert [entry["epoch"] for entry in history] == [1, 2] and history[:1] == [epochs[0]]
     with pytest.raises(IndexError):
         history[2]
+
+
+def test_predictions_that_unpack_to_more_than_the_limit_are_not_unpacked(tmp_path, monkeypatch):
+    """A zip bomb: the sizes its directory declares are checked before anything is decompressed."""
+    write_run(tmp_path / "run", record("relu", 1, 0.5), predictions(0.5))
+    file = tmp_path / "run" / "test_predictions.npz"
+    with zipfile.ZipFile(file) as archive:
+        unpacked = sum(info.file_size for info in archive.infolist())
+    assert file.stat().st_size < unpacked // 2  # compressed
+    monkeypatch.setattr(inputs, "PREDICTIONS_LIMIT", unpacked // 2)
+    assert predictions_problem(file) == f"unpacks to {unpacked:,} bytes, more than the {unpacked // 2:,} read"
