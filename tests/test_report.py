@@ -183,7 +183,7 @@ def test_report_tables_with_study_numbers_seeds_and_failures(sweeps, capsys):
         < section.index("| exp")
         < section.index("| plateau")
     )
-    assert "## Unreadable records" in markdown and "not valid JSON" in markdown
+    assert "## Skipped files" in markdown and "not valid JSON" in markdown
     for table in ("table3_schedulers", "table5_activations"):
         assert f"![{table}]({table}.png)" in markdown
         assert f"{table} (" in out  # printed under its name

@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from pyramid_lab.report import build_tables, load_runs, write_report
+from pyramid_lab.report import ReportWarning, build_tables, load_runs, write_report
 from pyramid_lab.report.__main__ import main
 from pyramid_lab.report.significance import Pair, compare, holm, load_predictions
 from pyramid_lab.report.study import smallest_detectable_difference
@@ -291,13 +291,15 @@ def test_a_runs_table_compares_with_the_run_without_overrides(tmp_path):
     assert [row.effect is not None for row in table.rows] == [False, True]
 
 
-def test_an_unreadable_predictions_file_is_a_note(tmp_path):
+def test_an_unreadable_predictions_file_is_a_warning(tmp_path):
     write_run(tmp_path / "a", "relu", correctness(800))
     write_run(tmp_path / "b", "selu", correctness(800))
     (tmp_path / "b" / "test_predictions.npz").write_bytes(b"not a zip")
-    (table,) = build_tables(load_runs(tmp_path))
-    assert table.rows[-1].effect is None
-    assert any("cannot be read" in note for note in table.notes)
+    with pytest.warns(ReportWarning, match=r"b/test_predictions\.npz: cannot be read"):
+        runs = load_runs(tmp_path)
+    (table,) = build_tables(runs)
+    assert table.rows[-1].effect is None  # reported (tests/test_report_hostile.py), not compared
+    assert load_predictions(tmp_path / "a" / "test_predictions.npz").correct.sum() == 800
     assert load_predictions(tmp_path / "a" / "test_predictions.npz").correct.sum() == 800
 
 

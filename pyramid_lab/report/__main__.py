@@ -1,20 +1,23 @@
 """``python -m pyramid_lab.report DIR [--out OUTDIR]``: a sweep folder as the study's tables and figures.
 
-Exit codes: 0 when every metrics.json was read; 1 when some could not be (each named in a warning,
-the rest still reported); 2 when DIR cannot be reported on at all (missing, empty, no records).
+Exit codes: 0 when every file was read; 1 when some could not be used (a metrics.json, a
+test_predictions.npz, an optimization_results.yaml: each named in a warning and in results.md's
+"Skipped files", the rest still reported); 2 when DIR cannot be reported on at all (missing,
+empty, no records).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 # The figures are drawn on Figure objects and saved through Agg: no pyplot, no display needed.
 from pyramid_lab.report.collect import ReportError, collect_runs
 from pyramid_lab.report.render import terminal_text
 from pyramid_lab.report.tables import build_tables
-from pyramid_lab.report.write import check_usable, write_outputs
+from pyramid_lab.report.write import check_usable, output_folder, write_outputs
 
 SEARCH_RESULTS = "optimization_results.yaml"  # pyramid_lab.search.results.RESULTS_NAME
 
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         collected = collect_runs(args.dir)
+        out = output_folder(collected.root, args.out)
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -41,12 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {problem}", file=sys.stderr)
     try:
         tables = build_tables(check_usable(collected))
-        paths = write_outputs(collected, tables, args.out)
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1 if collected.problems else 2
+    sections, searches, skipped = _search_sections(args.dir, out)
+    collected = replace(collected, problems=[*collected.problems, *skipped])
+    paths = write_outputs(collected, tables, out)
     _earlier_attempts(collected.notes, paths.markdown)
-    searches = _search_sections(args.dir, paths.markdown)
+    if sections:
+        with open(paths.markdown, "a") as file:
+            file.write("\n" + "\n\n".join(sections) + "\n")
     print(terminal_text(tables))
     counts = f"{_count(len(collected.runs), 'run')} in {_count(len(tables), 'table')}"
     figures = _count(len(paths.tables), "table figure") + f", {_count(len(paths.effects), 'effects figure')}"
@@ -66,24 +74,51 @@ def _earlier_attempts(notes: list[str], markdown: Path) -> None:
             file.write("\n## Reported from an earlier attempt\n\n" + "".join(f"- {n}\n" for n in notes))
 
 
-def _search_sections(root: str, markdown: Path) -> list[Path]:
-    """Append a section per Optuna search under ``root`` (pyramid_lab.search) to ``markdown``."""
+def _search_sections(root: str, out: Path) -> tuple[list[str], list[Path], list[str]]:
+    """A Markdown section per Optuna search under ``root`` (pyramid_lab.search), its figures drawn
+    into ``out``; returns the sections, their folders, and one line per search that was skipped."""
     found = sorted({p.parent for p in Path(root).rglob(SEARCH_RESULTS)})
     if not found:
-        return []
+        return [], [], []
     try:  # Optuna is the [search] extra; the report itself needs only the records
+        import optuna
+        import sqlalchemy
+
         from pyramid_lab.search.report import write_search_section
+        from pyramid_lab.search.results import ResultsError, read_results
     except ImportError as error:
         print(
             f"warning: {len(found)} search folder(s) not reported: {error} (pip install "
             '"pyramid_lab[search]")',
             file=sys.stderr,
         )
-        return []
-    sections = [write_search_section(folder, markdown.parent) for folder in found]
-    with open(markdown, "a") as file:
-        file.write("\n" + "\n\n".join(sections) + "\n")
-    return found
+        return [], [], []
+    # What opening a study named by a sweep folder can raise: a missing study (KeyError), a
+    # storage URL that does not open (SQLAlchemy), a database of another Optuna version.
+    unopenable = (
+        KeyError,
+        ValueError,
+        OSError,
+        optuna.exceptions.OptunaError,
+        sqlalchemy.exc.SQLAlchemyError,
+    )
+    sections, reported, skipped = [], [], []
+    for folder in found:
+        try:
+            read_results(folder)
+            sections.append(write_search_section(folder, out))
+            reported.append(folder)
+        except ResultsError as error:
+            skipped.append(f"{folder / SEARCH_RESULTS}: {error}")
+        except unopenable as error:
+            skipped.append(
+                f"{folder / SEARCH_RESULTS}: its study cannot be opened ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''})"
+            )
+        else:
+            continue
+        print(f"warning: {skipped[-1]}", file=sys.stderr)
+    return sections, reported, skipped
 
 
 def _count(n: int, noun: str) -> str:

@@ -7,29 +7,38 @@ any depth. Records that cannot be used are reported as one line each, never sile
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import re
-from collections.abc import Mapping
+import reprlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pyramid_lab.report.history import History
+from pyramid_lab.report.inputs import RecordError, predictions_problem, read_record_file
 from pyramid_lab.report.significance import PREDICTIONS_NAME
 from pyramid_lab.runs.record import RECORD_NAME, STATUSES, latest_completed
 
 # Table name for runs that were not made by a table sweep (their record has no ``table``).
 UNTABLED = "runs"
+# Integers beyond this are no count of anything a run does (and float() of 10**400 overflows).
+_LARGEST = 2**63
+_WANTED = {
+    "test/acc": "fraction in [0, 1]",
+    "val/acc_best": "fraction in [0, 1]",
+    "test/acc_ensemble": "fraction in [0, 1]",
+    "params": "whole number >= 0",
+    "epochs": "whole number >= 0",
+    "wall_time_s": "finite number of seconds >= 0",
+}
 # Overrides that say where a run wrote, not what it trained: never part of a row label.
 _WHERE_PREFIXES = ("hydra.", "hydra/", "paths.")
 
 
 class ReportError(ValueError):
     """The folder given to the report cannot be reported on (missing, empty, no records)."""
-
-
-class RecordError(ValueError):
-    """One metrics.json that cannot be used; the message says what is wrong with it."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,8 @@ class Run:
         params, epochs, wall_time_s: trainable parameters, epochs completed, seconds.
         error: why the run stopped, for failed, diverged and interrupted runs.
         overrides: the command-line overrides that made the run.
-        history: per-epoch dicts (``epoch``, ``train/loss``, ``train/acc``, ``val/acc``, ...).
+        history: per-epoch dicts (``epoch``, ``train/loss``, ``train/acc``, ``val/acc``, ...); from
+            a record, a :class:`~pyramid_lab.report.history.History` (held by column).
         test_acc_ensemble: the snapshot ensemble's test accuracy (fraction), None without one.
         acc_per_class: test accuracy (fraction) per class name, None in records without it.
         predictions: the run's test_predictions.npz, None when it left none (older runs).
@@ -66,7 +76,7 @@ class Run:
     wall_time_s: float | None = None
     error: str | None = None
     overrides: tuple[str, ...] = ()
-    history: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    history: Sequence[dict[str, Any]] = field(default=(), repr=False)
     test_acc_ensemble: float | None = None
     acc_per_class: dict[str, float] | None = field(default=None, repr=False)
     predictions: Path | None = None
@@ -106,14 +116,17 @@ class Run:
             value = numbers[key]
             if value is not None and not 0.0 <= value <= 1.0:
                 raise RecordError(f"'{key}' is {value}, expected a fraction in [0, 1]")
+        for key in ("params", "epochs", "wall_time_s"):
+            value = numbers[key]
+            whole = key != "wall_time_s"
+            if value is not None and (value < 0 or (whole and not value.is_integer())):
+                raise RecordError(f"'{key}' is {_show(record[key])}, expected a {_WANTED[key]}")
         if status == "completed" and numbers["test/acc"] is None:
             raise RecordError("status is 'completed' but 'test/acc' is missing: an incomplete record")
         overrides = record.get("overrides") or []
         if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
             raise RecordError("'overrides' must be a list of 'key=value' strings")
-        history = record.get("history") or []
-        if not isinstance(history, list) or not all(isinstance(h, Mapping) for h in history):
-            raise RecordError("'history' must be a list of per-epoch objects")
+        history = check_history(record.get("history"))
         per_class = _per_class(record.get("test/acc_per_class"))
         seed = record.get("seed", _override_value(overrides, "seed"))
         row = record.get("row")
@@ -131,7 +144,7 @@ class Run:
             wall_time_s=numbers["wall_time_s"],
             error=None if record.get("error") is None else str(record["error"]),
             overrides=tuple(overrides),
-            history=tuple(dict(h) for h in history),
+            history=history,
             test_acc_ensemble=numbers["test/acc_ensemble"],
             acc_per_class=per_class,
             predictions=_predictions_beside(path),
@@ -164,18 +177,23 @@ def collect_runs(root: str | Path) -> Collected:
         raise ReportError(f"{root} is not a folder; {expected}")
     if not any(root.iterdir()):
         raise ReportError(f"{root} is empty; {expected}")
-    files = sorted(root.rglob(RECORD_NAME), key=_natural_key)
+    files = sorted(_named(root, RECORD_NAME), key=_natural_key)
     if not files:
         raise ReportError(f"no {RECORD_NAME} anywhere under {root}; {expected}")
     runs, problems, notes = [], [], []
     for file in files:
         try:
-            # A rerun that failed after an earlier attempt completed: report the completed one.
-            record, note = latest_completed(_read_json(file))
-            runs.append(Run.from_record(record, path=file))
+            record, note = _latest_completed(read_record_file(file))
+            run = Run.from_record(record, path=file)
         except RecordError as error:
             problems.append(f"{file}: {error}")
             continue
+        if run.predictions is not None and run.status == "completed":
+            problem = predictions_problem(run.predictions)
+            if problem:
+                problems.append(f"{run.predictions}: {problem}; the run is reported but not compared")
+                run = replace(run, predictions=None)
+        runs.append(run)
         if note:
             notes.append(f"{file}: reported from {note}")
     return Collected(root=root, runs=label_rows(runs), problems=problems, files=len(files), notes=notes)
@@ -203,13 +221,41 @@ def label_rows(runs: list[Run]) -> list[Run]:
     return [replace(run, row=labels[id(run)]) if id(run) in labels else run for run in runs]
 
 
-def _read_json(file: Path) -> Any:
+def _named(root: Path, name: str) -> list[Path]:
+    """Every entry called ``name`` under ``root``: files, and also links to nowhere, folders and
+    FIFOs, which the reading then names as skipped (Path.rglob would drop a dangling link)."""
+    # os.walk does not follow links to folders (no cycles), as Path.rglob before Python 3.13.
+    return [Path(top, name) for top, dirs, files in os.walk(root) if name in files or name in dirs]
+
+
+def check_history(value: Any) -> History:
+    """A record's ``history`` as per-epoch dicts, or RecordError when it is not one.
+
+    Values that are numbers must fit a float (NaN and infinity are kept: a diverged run records
+    its loss as NaN); an ``epoch`` must be a finite whole number.
+    """
+    history = value or []
+    if not isinstance(history, list) or not all(isinstance(h, Mapping) for h in history):
+        raise RecordError("'history' must be a list of per-epoch objects")
+    for entry in history:
+        for key, number in entry.items():
+            if type(number) is int and abs(number) > _LARGEST:  # a bool is no such int
+                raise RecordError(f"'history' holds {key!r} = an integer too large for a float")
+        epoch = entry.get("epoch")
+        if epoch is not None and not (_is_number(epoch) and math.isfinite(epoch) and epoch == int(epoch)):
+            raise RecordError(f"'history' holds 'epoch' = {_show(epoch)}, expected a whole number")
+    return History(history)
+
+
+def _latest_completed(record: Any) -> tuple[Any, str | None]:
+    """pyramid_lab.runs.record.latest_completed on a record that nobody has checked yet."""
+    if isinstance(record, Mapping) and record.get("attempts"):
+        check_history(record.get("history"))  # latest_completed compares its epochs
     try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as error:
-        raise RecordError(f"not valid JSON ({error})") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise RecordError(f"cannot be read ({error})") from None
+        # A rerun that failed after an earlier attempt completed: report the completed one.
+        return latest_completed(record)
+    except (TypeError, AttributeError, ValueError) as error:
+        raise RecordError(f"its 'attempts' do not fit its history ({error})") from None
 
 
 def _per_class(value: Any) -> dict[str, float] | None:
@@ -228,17 +274,31 @@ def _predictions_beside(path: Path | None) -> Path | None:
     if path is None:
         return None
     file = path.parent / PREDICTIONS_NAME
-    return file if file.is_file() else None
+    # Anything by that name, a FIFO too: collect_runs checks it (without opening one) and says why.
+    return file if file.exists() or file.is_symlink() else None
 
 
 def _number(record: Mapping[str, Any], key: str) -> float | None:
     value = record.get(key)
     if value is None:
         return None
-    # bool is an int to Python, never a metric.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RecordError(f"'{key}' is {value!r}, expected a number")
+    if not _is_number(value):
+        raise RecordError(f"'{key}' is {_show(value)}, expected a number")
+    if isinstance(value, int) and abs(value) > _LARGEST:
+        raise RecordError(f"'{key}' is an integer of {value.bit_length()} bits, expected a {_WANTED[key]}")
+    if not math.isfinite(value):
+        raise RecordError(f"'{key}' is {value}, expected a {_WANTED[key]}")
     return float(value)
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int to Python, never a metric.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _show(value: Any) -> str:
+    # A hostile record's value may be megabytes long: name it, do not print it.
+    return reprlib.repr(value)
 
 
 def _as_int(value: Any) -> int | None:
@@ -246,7 +306,7 @@ def _as_int(value: Any) -> int | None:
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return int(number) if math.isfinite(number) else None
 

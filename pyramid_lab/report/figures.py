@@ -6,17 +6,22 @@ report neither needs a display nor changes the backend of a notebook that import
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from PIL import Image
 
 from pyramid_lab.report.collect import Run
 from pyramid_lab.report.pictures import save_png
 from pyramid_lab.report.tables import Table
+from pyramid_lab.runs.atomic import atomic_path
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -35,10 +40,14 @@ _PANEL_SIZE = (5.0, 3.8)  # inches per panel
 
 
 def plot_curves(runs: Sequence[Run], metric: str = "train/acc", ax: Axes | None = None) -> Axes:
-    """One line per run of ``metric`` against epoch, labelled by its row.
+    """``metric`` against epoch: a line per run, or per row (mean and range) when there are many.
 
-    Runs of the same row (seeds) share a colour and one legend entry. Runs without history
-    (failed before their first epoch) draw nothing.
+    Up to ``MAX_CURVE_LINES`` runs with history: one line per run, runs of the same row (seeds)
+    sharing a colour and one legend entry. More runs (a sweep of thousands): each row's mean over
+    its runs as a line and its min-max range as a band, for the first ``MAX_CURVE_ROWS`` rows (the
+    figure says how many more there are), so that drawing costs the same for 100 runs or 100,000.
+    Runs without history (failed before their first epoch) draw nothing; non-finite values (a
+    diverged run's NaN loss) leave a gap.
 
     Args:
         runs: the runs to draw, e.g. ``load_runs(dir)`` or ``table.runs``.
@@ -50,28 +59,13 @@ def plot_curves(runs: Sequence[Run], metric: str = "train/acc", ax: Axes | None 
 
         ax = plt.subplots(figsize=_PANEL_SIZE, layout="constrained")[1]
     scale = 100.0 if metric in _PERCENT else 1.0
-    colours: dict[str, str] = {}
-    epochs_seen: set[int] = set()
-    for run in runs:
-        points = [
-            (h["epoch"], h[metric])
-            for h in run.history
-            if _is_number(h.get("epoch")) and _is_number(h.get(metric))
-        ]
-        if not points:
-            continue
-        first = run.row not in colours
-        colours.setdefault(run.row, f"C{len(colours) % 10}")
-        epochs, values = zip(*points)
-        epochs_seen.update(epochs)
-        ax.plot(
-            epochs,
-            [scale * v for v in values],
-            color=colours[run.row],
-            marker="." if len(points) < 20 else None,
-            label=run.row if first else None,
-            alpha=0.9 if first else 0.5,
-        )
+    curves = _curves_by_row(runs, metric, scale)
+    drawn = sum(len(row_curves) for row_curves in curves.values())
+    if drawn <= MAX_CURVE_LINES:
+        _draw_each_run(curves, ax)
+    else:
+        _draw_row_ranges(curves, ax)
+    epochs_seen = {e for row_curves in curves.values() for epochs, _ in row_curves for e in epochs}
     name = _NAMES.get(metric, metric)
     ax.set_xlabel("epoch")
     if len(epochs_seen) < 4:
@@ -81,7 +75,7 @@ def plot_curves(runs: Sequence[Run], metric: str = "train/acc", ax: Axes | None 
     ax.set_ylabel(f"{name} (%)" if scale != 1.0 else name)
     ax.set_title(name)
     ax.grid(alpha=0.3)
-    if colours:
+    if curves:
         ax.legend(fontsize="small")
     else:
         ax.text(
@@ -93,6 +87,69 @@ def plot_curves(runs: Sequence[Run], metric: str = "train/acc", ax: Axes | None 
             transform=ax.transAxes,
         )
     return ax
+
+
+# Curves drawn per run up to this many runs in a panel; beyond, a mean line and band per row.
+MAX_CURVE_LINES = 40
+# Rows drawn (mean and range) in a panel of many runs; ten colours repeat beyond ten anyway.
+MAX_CURVE_ROWS = 20
+# Tables drawn in curves.png (every table still gets its own <table>.png).
+MAX_STUDY_TABLES = 20
+
+
+def _curves_by_row(runs: Sequence[Run], metric: str, scale: float) -> dict[str, list[tuple[list, list]]]:
+    """Per row, in the runs' order: each run's (epochs, values) with finite numbers only."""
+    curves: dict[str, list[tuple[list, list]]] = {}
+    for run in runs:
+        points = [
+            (h["epoch"], scale * h[metric])
+            for h in run.history
+            if _is_finite(h.get("epoch")) and _is_finite(h.get(metric))
+        ]
+        if points:
+            epochs, values = zip(*points)
+            curves.setdefault(run.row, []).append((list(epochs), list(values)))
+    return curves
+
+
+def _draw_each_run(curves: dict[str, list[tuple[list, list]]], ax: Axes) -> None:
+    for number, (row, row_curves) in enumerate(curves.items()):
+        for index, (epochs, values) in enumerate(row_curves):
+            ax.plot(
+                epochs,
+                values,
+                color=f"C{number % 10}",
+                marker="." if len(epochs) < 20 else None,
+                label=row if index == 0 else None,
+                alpha=0.9 if index == 0 else 0.5,
+            )
+
+
+def _draw_row_ranges(curves: dict[str, list[tuple[list, list]]], ax: Axes) -> None:
+    """Each row's mean over its runs per epoch (a line) and its min-max range (a band)."""
+    for number, (row, row_curves) in enumerate(list(curves.items())[:MAX_CURVE_ROWS]):
+        epochs = np.concatenate([np.asarray(e, dtype=float) for e, _ in row_curves])
+        values = np.concatenate([np.asarray(v, dtype=float) for _, v in row_curves])
+        unique, which = np.unique(epochs, return_inverse=True)
+        mean = np.bincount(which, weights=values) / np.bincount(which)
+        low, high = np.full(len(unique), np.inf), np.full(len(unique), -np.inf)
+        np.minimum.at(low, which, values)
+        np.maximum.at(high, which, values)
+        colour = f"C{number % 10}"
+        label = f"{row} (mean of {len(row_curves)}, range)" if len(row_curves) > 1 else row
+        ax.plot(unique, mean, color=colour, label=label)
+        if len(row_curves) > 1:
+            ax.fill_between(unique, low, high, color=colour, alpha=0.2, linewidth=0)
+    if len(curves) > MAX_CURVE_ROWS:
+        ax.text(
+            0.99,
+            0.01,
+            f"first {MAX_CURVE_ROWS} of {len(curves)} rows (all in results.md)",
+            ha="right",
+            va="bottom",
+            fontsize="small",
+            transform=ax.transAxes,
+        )
 
 
 def plot_test_accuracy(table: Table, ax: Axes | None = None) -> Axes:
@@ -213,23 +270,52 @@ def table_figure(table: Table) -> Figure:
 
 
 def study_figure(tables: Sequence[Table]) -> Figure:
-    """Every table's panels in one figure, a row of panels per table (curves.png)."""
-    figure = Figure(figsize=(3 * _PANEL_SIZE[0], _PANEL_SIZE[1] * len(tables)), layout="constrained")
-    grid = figure.subplots(len(tables), 3, squeeze=False)
-    for table, axes in zip(tables, grid):
+    """Every table's panels in one figure, a row of panels per table (curves.png); the first
+    ``MAX_STUDY_TABLES`` tables when there are more (the figure's title says so)."""
+    shown = list(tables)[:MAX_STUDY_TABLES]
+    figure = Figure(figsize=(3 * _PANEL_SIZE[0], _PANEL_SIZE[1] * len(shown)), layout="constrained")
+    grid = figure.subplots(len(shown), 3, squeeze=False)
+    for table, axes in zip(shown, grid):
         draw_table(table, axes)
+    if len(tables) > len(shown):
+        figure.suptitle(f"the first {len(shown)} of {len(tables)} tables; each has its own <table>.png")
     return figure
 
 
 def write_figures(tables: Sequence[Table], out_dir: Path) -> tuple[Path, dict[str, Path]]:
-    """Write ``curves.png`` and ``<table>.png`` per table into out_dir; returns their paths."""
-    paths = {}
-    for table in tables:
+    """Write ``<table>.png`` per table and ``curves.png`` into out_dir; returns their paths.
+
+    Each table is drawn once: curves.png is the first ``MAX_STUDY_TABLES`` tables' images stacked
+    (the picture :func:`study_figure` draws, without drawing every table a second time).
+    """
+    paths: dict[str, Path] = {}
+    stacked: np.ndarray | None = None  # RGBA rows of curves.png, filled table by table
+    shown = min(len(tables), MAX_STUDY_TABLES)
+    for number, table in enumerate(tables):
         paths[table.name] = out_dir / f"{_file_name(table.name)}.png"
-        save_png(table_figure(table), paths[table.name], dpi=110)
+        figure = table_figure(table)
+        figure.set_dpi(110)
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        image = np.asarray(canvas.buffer_rgba())
+        _save_image(image, paths[table.name])
+        if number < shown:
+            if stacked is None:
+                stacked = np.empty((shown * image.shape[0], *image.shape[1:]), dtype=np.uint8)
+            height = image.shape[0]
+            stacked[number * height : (number + 1) * height] = image
     curves = out_dir / "curves.png"
-    save_png(study_figure(tables), curves, dpi=90)
+    if stacked is not None:
+        _save_image(stacked, curves)
     return curves, paths
+
+
+def _save_image(image: np.ndarray, path: Path) -> None:
+    # Image.frombuffer shares an RGBA array's memory: no copy of a tall curves.png.
+    height, width = image.shape[:2]
+    picture = Image.frombuffer("RGBA", (width, height), np.ascontiguousarray(image), "raw", "RGBA", 0, 1)
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="png")
 
 
 def write_effect_figures(tables: Sequence[Table], out_dir: Path) -> dict[str, Path]:
@@ -246,5 +332,5 @@ def _file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _is_finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -7,6 +7,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
+from pyramid_lab.report.figures import MAX_STUDY_TABLES
 from pyramid_lab.report.render_effects import (
     EFFECT_NOTE,
     detectable_text,
@@ -63,6 +64,12 @@ NOTE = (
     "never averaged in: their status and reason are in the last columns."
 )
 
+SKIPPED_NOTE = (
+    "Files that could not be used, each with the reason: a run whose metrics.json is skipped is "
+    "missing from the tables above; a run whose test_predictions.npz is skipped is in them but "
+    "not compared with its baseline."
+)
+
 
 def markdown_table(table: Table) -> str:
     """The table as aligned Markdown: readable as plain text in a terminal too."""
@@ -94,11 +101,12 @@ def markdown_document(
     out_dir: Path | None = None,
 ) -> str:
     """results.md: a section per table (its rows, each row against the baseline, per-class
-    accuracy, figures, links to each run's pictures), and the records that could not be read."""
+    accuracy, figures, links to each run's pictures), and the files that were skipped and why."""
     effect_figures = effect_figures or {}
     out_dir = out_dir or source
     parts = [f"# Results: {source}", "", NOTE, "", EFFECT_NOTE, "", study_claims_text()]
-    parts += ["", "Figures: all tables in [curves.png](curves.png)."]
+    shown = "all tables" if len(tables) <= MAX_STUDY_TABLES else f"the first {MAX_STUDY_TABLES} tables"
+    parts += ["", f"Figures: {shown} in [curves.png](curves.png)."]
     for table in tables:
         parts += ["", f"## {table.name}", "", markdown_table(table)]
         effects = effects_table(table, _md)
@@ -131,7 +139,7 @@ def markdown_document(
         if pictures:
             parts += ["", "Each run's pictures:", "", *pictures]
     if problems:
-        parts += ["", "## Unreadable records", "", *(f"- {_md(p)}" for p in problems)]
+        parts += ["", "## Skipped files", "", SKIPPED_NOTE, "", *(f"- {_md(p)}" for p in problems)]
     return "\n".join(parts) + "\n"
 
 

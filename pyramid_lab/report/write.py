@@ -63,16 +63,26 @@ def check_usable(collected: Collected) -> list[Run]:
     return collected.runs
 
 
-def write_outputs(
-    collected: Collected, tables: Sequence[Table], out_dir: str | Path | None = None
-) -> ReportPaths:
-    """Write the report files for already built tables (the CLI and write_report share this)."""
-    out = Path(out_dir) if out_dir is not None else collected.root
+def output_folder(root: Path, out_dir: str | Path | None) -> Path:
+    """The folder the report writes into (``out_dir``, default ``root``), made if missing.
+
+    Raises:
+        ReportError: ``out_dir`` is a file.
+    """
+    out = Path(out_dir) if out_dir is not None else root
     if out.exists() and not out.is_dir():
         raise ReportError(
             f"--out {out} is a file; expected a folder for results.md, results.csv and the PNGs"
         )
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_outputs(
+    collected: Collected, tables: Sequence[Table], out_dir: str | Path | None = None
+) -> ReportPaths:
+    """Write the report files for already built tables (the CLI and write_report share this)."""
+    out = output_folder(collected.root, out_dir)
     curves, figures = write_figures(tables, out)
     effects = write_effect_figures(tables, out)
     markdown, csv_path = out / "results.md", out / "results.csv"

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from pyramid_lab.runs.reading import UnreadableFile, read_regular
 from pyramid_lab.search.study import OVERRIDES, RUN_DIR
 
 RESULTS_NAME = "optimization_results.yaml"
@@ -28,6 +30,36 @@ WINNER_NAME = "best_config.yaml"
 # What only the search needs: the trial's pruning hook and where it reports.
 SEARCH_KEYS = ("search",)
 SEARCH_CALLBACKS = ("optuna_pruning",)
+# write_results writes about 1 kB; a file far larger was not written by it.
+RESULTS_LIMIT = 2**20
+# What the report needs to find the study again.
+_REQUIRED = {"study_name": "the study's name", "storage": "the study's storage URL"}
+
+
+class ResultsError(ValueError):
+    """An optimization_results.yaml that cannot be used; the message says why (without the path)."""
+
+
+def read_results(sweep_dir: str | Path) -> dict[str, Any]:
+    """A sweep folder's ``optimization_results.yaml``, checked: a regular file of at most 1 MiB,
+    plain YAML (no tags: ``yaml.safe_load``), a mapping that names the study and its storage.
+
+    Raises:
+        ResultsError: the file is missing, not a regular file, too large, not YAML, or lacks
+            ``study_name`` or ``storage``.
+    """
+    try:
+        results = yaml.safe_load(read_regular(Path(sweep_dir) / RESULTS_NAME, RESULTS_LIMIT))
+    except UnreadableFile as error:
+        raise ResultsError(str(error)) from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as error:
+        raise ResultsError(f"not valid YAML ({_yaml_reason(error)})") from None
+    if not isinstance(results, dict):
+        raise ResultsError(f"expected a YAML mapping, got {type(results).__name__}")
+    for key, meaning in _REQUIRED.items():
+        if not isinstance(results.get(key), str) or not results[key]:
+            raise ResultsError(f"'{key}' is {results.get(key)!r}, expected {meaning}")
+    return results
 
 
 def write_results(
@@ -100,6 +132,13 @@ def write_winner_config(cfg: DictConfig, path: Path, trial: optuna.trial.FrozenT
     )
     path.write_text(header + OmegaConf.to_yaml(OmegaConf.create(config)))
     return path
+
+
+def _yaml_reason(error: BaseException) -> str:
+    # PyYAML's own message spans five lines with a caret drawing; keep what and where.
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or type(error).__name__
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else str(problem)
 
 
 def _number(value: Any) -> float | None:
