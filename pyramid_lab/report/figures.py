@@ -194,7 +194,8 @@ def plot_effects(table: Table, ax: Axes | None = None, rows: Sequence[Row] | Non
     labels = []
     for y, row in zip(ys, rows):
         effect = row.effect
-        labels.append(row.row if effect is not None else f"{row.row} (not compared)")
+        name = f"{row.ensemble_of} ensemble" if row.ensemble_of is not None else row.row
+        labels.append(name if effect is not None else f"{name} (not compared)")
         if effect is None:
             continue
         ax.plot(effect.deltas, [y + 0.18] * effect.pairs, ".", color="grey", alpha=0.7, label="each seed")
@@ -215,9 +216,16 @@ def plot_effects(table: Table, ax: Axes | None = None, rows: Sequence[Row] | Non
     ax.axvline(0.0, color="grey", linewidth=1)
     ax.set_yticks(ys, labels, fontsize="small")
     ax.set_ylim(-0.7, max(len(rows), 1) - 0.3)
-    against = rows[0].baseline if rows and rows[0].ensemble_of is not None else table.baseline
-    ax.set_xlabel(f"test accuracy − {'single model' if against != table.baseline else against} (points)")
-    ax.set_title(f"{table.name}: difference from {against}, Holm-adjusted t-interval over seeds")
+    ensembles = bool(rows) and rows[0].ensemble_of is not None
+    ax.set_xlabel(
+        f"test acc − {'its single model' if ensembles else table.baseline} (points), "
+        "Holm-adjusted t-interval over seeds"
+    )
+    ax.set_title(
+        f"{table.name}: snapshot ensemble vs single model (own Holm family)"
+        if ensembles
+        else f"{table.name}: difference from {table.baseline}"
+    )
     ax.grid(axis="x", alpha=0.3)
     handles = dict(zip(*ax.get_legend_handles_labels()[::-1]))  # one entry per label
     if handles:
@@ -231,7 +239,7 @@ def effects_figure(table: Table) -> Figure:
     main = [row for row in table.main_rows if row.baseline is not None]
     panels = [rows for rows in (main, list(table.ensemble_rows)) if rows]
     heights = [1.0 + 0.45 * max(len(rows), 2) for rows in panels]
-    figure = Figure(figsize=(_PANEL_SIZE[0] * 1.5, 0.4 + sum(heights)), layout="constrained")
+    figure = Figure(figsize=(_PANEL_SIZE[0] * 1.7, 0.4 + sum(heights)), layout="constrained")
     axes = figure.subplots(len(panels), 1, squeeze=False, height_ratios=heights)[:, 0]
     for ax, rows in zip(axes, panels):
         plot_effects(table, ax=ax, rows=rows)
