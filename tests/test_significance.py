@@ -29,7 +29,7 @@ from pyramid_lab.report.power import (
     seeds_needed,
     t_test_power,
 )
-from pyramid_lab.report.render_effects import effects_table
+from pyramid_lab.report.render_effects import detectable_text, effects_table
 from pyramid_lab.report.significance import ONE_SEED, Pair, coherent, compare, holm, load_predictions
 
 N = 1000
@@ -294,7 +294,7 @@ def write_run(
             record["test/acc_ensemble"] = float(ensemble.mean())
         np.savez_compressed(folder / "test_predictions.npz", **arrays)
         record["test/acc"] = float(correct.mean())
-        per_class = {c: float(correct[target == i].mean()) for i, c in enumerate(CLASSES)}
+        per_class = {c: float(correct[target == i].mean()) for i, c in enumerate(CLASSES) if i < n}
         record["test/acc_per_class"] = per_class
         (folder / "confident_wrong.png").write_bytes(PNG_MAGIC)
     else:
@@ -353,6 +353,8 @@ def test_report_columns_figure_and_sections(table5, capsys):
         (low, high), abs=1e-4
     )
     assert len(leaky["mcnemar_p_per_seed"].split()) == 3
+    (table,) = build_tables(load_runs(table5))
+    assert all(coherent(row.effect) for row in table.rows if row.effect is not None)
     assert float(selu["p_value"]) == 1.0 and float(selu["delta"]) == 0.0
     assert selu["verdict"] == "no detectable difference"
     # An old run without predictions: blanks, and a note that names it.
@@ -372,6 +374,17 @@ def test_report_columns_figure_and_sections(table5, capsys):
     assert f"80.0 (240/300; {100 * low:.1f}–{100 * high:.1f})" in markdown
     assert "[most confidently wrong](leaky1/confident_wrong.png)" in markdown
     assert "against relu:" in capsys.readouterr().out
+
+
+def test_a_tiny_test_set_prints_no_detectable_difference_of_0(tmp_path):
+    # 8 test images on which the models never disagree: no "0.00 points on these 8 test images".
+    for seed in (1, 2):
+        write_run(tmp_path / f"relu{seed}", "relu", correctness(6, n=8), seed)
+        write_run(tmp_path / f"selu{seed}", "selu", correctness(6, n=8), seed)
+    (table,) = build_tables(load_runs(tmp_path))
+    text = detectable_text(table)
+    assert "McNemar detects" not in text and "0.00" not in text
+    assert "per-seed deltas are identical" in text
 
 
 def test_a_duplicated_run_is_named_and_does_not_shrink_p(tmp_path):
@@ -476,8 +489,8 @@ def test_the_accuracy_panel_shows_every_run_and_never_cuts_an_interval(tmp_path,
         assert len(bars) == 2
         ends = [y for bar in bars for line in bar.lines[2] for y in line.get_segments()[0][:, 1]]
         assert low < min(ends) and max(ends) < high
-    dots = [v for line in ax.lines if line.get_label() in ("each run", "_child0") for v in line.get_ydata()]
-    assert len(dots) >= seeds
+    dots = [y for line in ax.lines if line.get_marker() == "o" for y in line.get_ydata()]
+    assert len(dots) == 2 * seeds and all(low < y < high for y in dots)
 
 
 # --- end to end: a real sweep, then the report -----------------------------------------------

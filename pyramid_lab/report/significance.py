@@ -184,11 +184,6 @@ class Effect:
     def pairs(self) -> int:
         return len(self.deltas)
 
-    @property
-    def disagreement(self) -> float:
-        """The share of test images on which the paired models disagree (pooled over the pairs)."""
-        return (sum(self.only_row) + sum(self.only_baseline)) / (self.images * self.pairs)
-
 
 def compare(pairs: Sequence[Pair], alpha: float = ALPHA) -> Effect:
     """The effect of one row against its baseline over its seed pairs (not yet Holm-corrected).
