@@ -10,6 +10,7 @@ from pathlib import Path
 from statsmodels.stats.proportion import proportion_confint
 
 from pyramid_lab.report.power import (
+    MAX_SEEDS,
     paired_detectable_difference,
     pooled_delta_sd,
     recipe_detectable_difference,
@@ -130,7 +131,8 @@ def detectable_text(table: Table) -> str:
     disagreeing = sum(sum(e.only_row) + sum(e.only_baseline) for e in effects)
     compared = sum(e.images * e.pairs for e in effects)
     per_pair = disagreeing / sum(e.pairs for e in effects)
-    # Below ~5 disagreeing images a pair the normal approximation, and the number, mean nothing.
+    # With fewer than ~5 disagreeing images per pair (a tiny test set) the normal approximation,
+    # and the number it gives (down to "0.00 points"), mean nothing: say nothing instead.
     if per_pair >= 5:
         share = disagreeing / compared
         mdd = paired_detectable_difference(images, share, ALPHA)
@@ -164,7 +166,7 @@ def detectable_text(table: Table) -> str:
         delta = study_difference(table.name, row)
         if row != BASELINE_ROWS.get(table.name) and delta:
             k = seeds_needed(delta, sd)
-            need.append(f"{row} {delta:+.3f}: {'more than 1,000' if k is None else k}")
+            need.append(f"{row} {delta:+.3f}: {f'more than {MAX_SEEDS:,}' if k is None else k}")
     if need:
         text += (
             " Seeds per row needed at this spread to detect the study's own deltas: " + "; ".join(need) + "."
