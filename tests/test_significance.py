@@ -429,6 +429,9 @@ def test_unreadable_predictions_other_test_sets_and_fewer_images_are_named(tmp_p
         "leaky_relu: compared on fewer test images" in note and "900 of 1,000" in note for note in notes
     )
     assert rows["leaky_relu"].effect.images == 900
+    (table,) = build_tables(load_runs(tmp_path))
+    one_seed = "one seed: no recipe verdict (these two models differ, McNemar p <0.001)"
+    assert one_seed in effects_table(table, str)
     assert load_predictions(tmp_path / "a" / "test_predictions.npz").correct.sum() == 800
 
 

@@ -16,7 +16,7 @@ from pyramid_lab.report.power import (
     recipe_detectable_difference,
     seeds_needed,
 )
-from pyramid_lab.report.significance import ALPHA, Effect
+from pyramid_lab.report.significance import ALPHA, ONE_SEED, Effect
 from pyramid_lab.report.study import (
     ASSUMED_DISAGREEMENT,
     ASSUMED_SEED_SD,
@@ -96,11 +96,20 @@ def _effect_cells(row: Row, md: Callable[[str], str]) -> list[str]:
         " ".join(f"{d:+.2f}" for d in effect.deltas),
         interval_text(effect),
         "—" if effect.p_value is None else format_p(effect.p_value),
-        effect.verdict,
+        verdict_text(effect),
         str(effect.pairs),
         " ".join(format_p(p) for p in effect.mcnemar),
         study,
     ]
+
+
+def verdict_text(effect: Effect) -> str:
+    """The verdict; with one seed, what that seed can say instead: whether the two models differ."""
+    if effect.verdict != ONE_SEED:
+        return effect.verdict
+    differ = effect.mcnemar[0] < ALPHA
+    models = "these two models differ" if differ else "these two models: no detectable difference"
+    return f"{ONE_SEED} ({models}, McNemar p {format_p(effect.mcnemar[0])})"
 
 
 def interval_text(effect: Effect) -> str:
