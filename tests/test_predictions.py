@@ -299,4 +299,5 @@ def test_a_snapshot_ensemble_keeps_its_predictions_and_gets_a_row(tmp_path):
     (table,) = build_tables(load_runs(tmp_path))
     ensemble = table.rows[-1]
     assert ensemble.ensemble_of == table.rows[0].row and ensemble.effect is not None
-    assert 0.0 <= ensemble.effect.p_value <= 1.0
+    # One run: no recipe verdict; McNemar says whether the ensemble and its single model differ.
+    assert ensemble.effect.p_value is None and 0.0 <= ensemble.effect.mcnemar[0] <= 1.0

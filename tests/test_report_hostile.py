@@ -309,7 +309,7 @@ def test_a_hostile_run_file_is_one_problem_and_the_rest_is_reported(
     collected = collect_runs(root)
     assert len(collected.problems) == 1, collected.problems
     assert collected.problems[0].startswith(f"{bad}: ") and reason in collected.problems[0]
-    tables = build_tables(collected.runs, resamples=500)
+    tables = build_tables(collected.runs)
     rows = assert_good_runs_reported(tables)
     assert ("selu" in rows) == selu_reported
     if selu_reported:  # its accuracy is reported; its predictions are not compared

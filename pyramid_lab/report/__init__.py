@@ -2,8 +2,9 @@
 
 ``python -m pyramid_lab.report DIR`` writes ``results.md``, ``results.csv``, ``curves.png``,
 ``<table>.png`` and ``<table>_effects.png`` into DIR. Every row is compared with its table's
-baseline row on the same test images (``significance``: a bootstrap interval and McNemar's test,
-Holm-corrected). The same steps from Python (a notebook)::
+baseline row on the same test images (``significance``: the seed as the unit, a paired t-test and
+its interval, Holm-adjusted; McNemar per seed pair about the trained models; ``power``: what they
+can detect). The same steps from Python (a notebook)::
 
     runs = load_runs("multirun/2026-11-28/10-00-00")
     tables = build_tables(runs)
@@ -28,6 +29,7 @@ from pyramid_lab.report.figures import (
     study_figure,
     table_figure,
 )
+from pyramid_lab.report.power import paired_detectable_difference, recipe_detectable_difference, seeds_needed
 from pyramid_lab.report.render import csv_text, markdown_table, terminal_text
 from pyramid_lab.report.significance import (
     Effect,
@@ -37,7 +39,7 @@ from pyramid_lab.report.significance import (
     holm,
     load_predictions,
 )
-from pyramid_lab.report.study import BASELINE_ROWS, smallest_detectable_difference
+from pyramid_lab.report.study import BASELINE_ROWS
 from pyramid_lab.report.tables import Row, Table, build_tables
 from pyramid_lab.report.write import ReportPaths, ReportWarning, load_runs, write_report
 
@@ -67,7 +69,9 @@ __all__ = [
     "plot_curves",
     "plot_effects",
     "plot_test_accuracy",
-    "smallest_detectable_difference",
+    "paired_detectable_difference",
+    "recipe_detectable_difference",
+    "seeds_needed",
     "study_figure",
     "table_figure",
     "terminal_text",

@@ -1,4 +1,5 @@
 """``python -m pyramid_lab.report DIR [--out OUTDIR]``: a sweep folder as the study's tables and figures.
+``python -m pyramid_lab.report plan --delta 0.2 --seed-sd 0.15``: how many seeds a claim needs.
 
 Exit codes: 0 when every file was read; 1 when some could not be used (a metrics.json, a
 test_predictions.npz, an optimization_results.yaml: each named in a warning and in results.md's
@@ -15,6 +16,7 @@ from pathlib import Path
 
 # The figures are drawn on Figure objects and saved through Agg: no pyplot, no display needed.
 from pyramid_lab.report.collect import ReportError, collect_runs
+from pyramid_lab.report.plan import plan_main
 from pyramid_lab.report.render import terminal_text
 from pyramid_lab.report.tables import build_tables
 from pyramid_lab.report.write import check_usable, output_folder, write_outputs
@@ -23,10 +25,14 @@ SEARCH_RESULTS = "optimization_results.yaml"  # pyramid_lab.search.results.RESUL
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plan"]:  # a sweep folder named plan: python -m pyramid_lab.report ./plan
+        return plan_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m pyramid_lab.report",
         description="Write results.md, results.csv, curves.png, <table>.png and <table>_effects.png "
-        "for every run under DIR.",
+        "for every run under DIR. 'python -m pyramid_lab.report plan --help': how many seeds a "
+        "recipe claim needs.",
     )
     parser.add_argument(
         "dir",

@@ -60,7 +60,9 @@ class Run:
             a record, a :class:`~pyramid_lab.report.history.History` (held by column).
         test_acc_ensemble: the snapshot ensemble's test accuracy (fraction), None without one.
         acc_per_class: test accuracy (fraction) per class name, None in records without it.
-        predictions: the run's test_predictions.npz, None when it left none (older runs).
+        predictions: the run's test_predictions.npz, None when it left none (older runs) or it
+            cannot be used.
+        predictions_problem: why the run's test_predictions.npz cannot be used (for the notes).
     """
 
     path: Path | None
@@ -80,6 +82,7 @@ class Run:
     test_acc_ensemble: float | None = None
     acc_per_class: dict[str, float] | None = field(default=None, repr=False)
     predictions: Path | None = None
+    predictions_problem: str | None = None
 
     @property
     def folder(self) -> Path | None:
@@ -192,7 +195,7 @@ def collect_runs(root: str | Path) -> Collected:
             problem = predictions_problem(run.predictions)
             if problem:
                 problems.append(f"{run.predictions}: {problem}; the run is reported but not compared")
-                run = replace(run, predictions=None)
+                run = replace(run, predictions=None, predictions_problem=f"{run.predictions}: {problem}")
         runs.append(run)
         if note:
             notes.append(f"{file}: reported from {note}")

@@ -1,17 +1,23 @@
-"""Runs -> effects: which row is each table's baseline, and each row's runs paired with its runs.
+"""Runs -> effects: which row is each table's baseline, and each row's runs paired by seed with the
+baseline's runs, with a note for every run the comparison leaves out and why.
 
-Only completed runs that left their test predictions (test_predictions.npz) are compared; older
-runs, and runs that did not complete, leave the comparison columns blank.
+Only completed runs that left their test predictions (test_predictions.npz) are compared. Nothing
+is left out silently: a completed run without predictions, an unreadable file, a run whose seed the
+baseline did not run ("unpaired"), a copy of another run ("duplicate", counted once) and a pair
+compared on fewer images than it predicted each become a note that names them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from pyramid_lab.report.collect import UNTABLED, Run, describes_row
 from pyramid_lab.report.significance import (
-    RESAMPLES,
+    PREDICTIONS_NAME,
     Effect,
     Pair,
     Predictions,
@@ -48,9 +54,13 @@ class PredictionsCache:
 
     def __init__(self) -> None:
         self._loaded: dict[Path, Predictions | None] = {}
+        self._problems: set[str] = set()
         self.notes: list[str] = []
 
     def get(self, run: Run) -> Predictions | None:
+        if run.predictions_problem is not None and run.predictions_problem not in self._problems:
+            self._problems.add(run.predictions_problem)  # found unusable by load_runs
+            self.notes.append(f"{run.predictions_problem}; that run is not compared")
         if run.predictions is None or run.status != "completed":
             return None
         if run.predictions not in self._loaded:
@@ -62,43 +72,141 @@ class PredictionsCache:
         return self._loaded[run.predictions]
 
 
-def seed_pairs(
-    runs: Sequence[Run], baseline_runs: Sequence[Run], cache: PredictionsCache
-) -> tuple[list[Pair], int]:
-    """The row's runs paired with the baseline's: same seed first, then the rest in order.
+@dataclass(frozen=True)
+class Distinct:
+    """A row's completed runs with copies removed.
 
-    Returns:
-        The pairs on one test set, and how many candidate pairs were on different test sets (the
-        digits split, for instance, is drawn by the seed).
+    Attributes:
+        runs: the completed runs counted (the first of each set of copies).
+        duplicates: completed runs that repeat an earlier one (same seed, identical predictions).
+        compared: of ``runs``, those whose predictions can be compared, with them.
     """
-    mine = [(run, p) for run in runs if (p := cache.get(run)) is not None]
-    theirs = [(run, p) for run in baseline_runs if (p := cache.get(run)) is not None]
-    matched, rest = [], []
-    for run, predictions in mine:
-        partner = next(
-            (item for item in theirs if item[0].seed == run.seed and run.seed is not None),
-            None,
+
+    runs: tuple[Run, ...]
+    duplicates: tuple[Run, ...]
+    compared: tuple[tuple[Run, Predictions], ...]
+
+
+def distinct_runs(name: str, runs: Sequence[Run], cache: PredictionsCache) -> Distinct:
+    """One row's completed runs, each counted once; notes for copies and missing predictions.
+
+    A copy (the same run folder listed twice, or copied) must not count as another seed: it would
+    shrink the p value without any new evidence.
+    """
+    kept: list[Run] = []
+    duplicates: list[Run] = []
+    compared: list[tuple[Run, Predictions]] = []
+    missing: list[Run] = []
+    for run in runs:
+        if run.status != "completed":
+            continue
+        predictions = cache.get(run)
+        if predictions is None:
+            kept.append(run)
+            missing.extend([run] if run.predictions is None and run.predictions_problem is None else [])
+            continue
+        original = next((r for r, p in compared if r.seed == run.seed and _same(p, predictions)), None)
+        if original is not None:
+            duplicates.append(run)
+            cache.notes.append(
+                f"{name}: {_where(run)} is a duplicate of {_where(original)} (seed {run.seed}, "
+                "identical predictions): counted once"
+            )
+            continue
+        repeated = next((r for r, _ in compared if r.seed is not None and r.seed == run.seed), None)
+        if repeated is not None:
+            cache.notes.append(
+                f"{name}: seed {run.seed} ran twice with different predictions ({_where(repeated)}, "
+                f"{_where(run)}): only the first is compared, both are in the accuracy columns"
+            )
+        kept.append(run)
+        compared.append((run, predictions))
+    if missing:
+        cache.notes.append(
+            f"{name}: no {PREDICTIONS_NAME} beside "
+            + ", ".join(_where(run) for run in missing)
+            + " (older runs?): not compared"
         )
-        if partner is None:
-            rest.append(predictions)
+    return Distinct(tuple(kept), tuple(duplicates), tuple(compared))
+
+
+def seed_pairs(
+    name: str, mine: Distinct, baseline: str, theirs: Distinct, cache: PredictionsCache
+) -> list[Pair]:
+    """The row's runs paired with the baseline's runs of the same seed, on the images both predicted.
+
+    Runs whose seed the other row did not run are "unpaired" and named in a note (pairing them with
+    another seed would mix two seeds' variation into one delta); runs without a seed are paired in
+    order with the baseline's runs without one.
+    """
+    partners: dict[int | None, list[tuple[Run, Predictions]]] = {}
+    for run, predictions in theirs.compared:
+        partners.setdefault(run.seed, []).append((run, predictions))
+    pairs, unpaired, elsewhere, fewer = [], [], [], []
+    for run, predictions in mine.compared:
+        candidates = partners.get(run.seed, [])
+        if not candidates:
+            unpaired.append(f"{name} {_seed(run)}")
+            continue
+        partner = candidates.pop(0)
+        matched = pair(predictions, partner[1], seed=run.seed)
+        if matched is None:
+            elsewhere.append(_seed(run))
         else:
-            theirs.remove(partner)
-            matched.append((predictions, partner[1]))
-    matched += zip(rest, [p for _, p in theirs])
-    pairs = [pair(row, base) for row, base in matched]
-    return [p for p in pairs if p is not None], sum(p is None for p in pairs)
+            pairs.append(matched)
+            if matched.predicted > len(matched.correct):
+                fewer.append(f"{_seed(run)} on {len(matched.correct):,} of {matched.predicted:,}")
+    unpaired += [f"{baseline} {_seed(run)}" for left in partners.values() for run, _ in left]
+    if unpaired:
+        cache.notes.append(
+            f"{name}: unpaired, not compared (the other row has no run of that seed): " + ", ".join(unpaired)
+        )
+    if elsewhere:
+        cache.notes.append(
+            f"{name}: {', '.join(elsewhere)} tested on different test images from {baseline} "
+            "(e.g. a split drawn by the seed): not compared"
+        )
+    if fewer:
+        cache.notes.append(
+            f"{name}: compared on fewer test images than the runs predicted: " + "; ".join(fewer)
+        )
+    return pairs
 
 
-def ensemble_pairs(runs: Sequence[Run], cache: PredictionsCache) -> list[Pair]:
+def ensemble_pairs(distinct: Distinct) -> list[Pair]:
     """Each run's snapshot ensemble paired with the run's own single model, on the same images."""
     pairs = []
-    for run in runs:
-        predictions = cache.get(run)
-        if predictions is not None and predictions.ensemble is not None:
-            pairs.append(pair(predictions, predictions, row_pred=predictions.ensemble))
+    for run, predictions in distinct.compared:
+        if predictions.ensemble is not None:
+            pairs.append(pair(predictions, predictions, row_pred=predictions.ensemble, seed=run.seed))
     return [p for p in pairs if p is not None]
 
 
-def effect_of(pairs: Sequence[Pair], resamples: int = RESAMPLES) -> Effect | None:
+def class_counts(distinct: Distinct) -> dict[str, tuple[int, int]] | None:
+    """Per class: (right, tested) pooled over the row's compared runs; None without predictions."""
+    counts: dict[str, list[int]] = {}
+    for _, predictions in distinct.compared:
+        names = predictions.classes or tuple(str(c) for c in range(int(predictions.target.max()) + 1))
+        for c, class_name in enumerate(names):
+            of_class = predictions.target == c
+            tally = counts.setdefault(class_name, [0, 0])
+            tally[0] += int(np.sum(predictions.correct & of_class))
+            tally[1] += int(np.sum(of_class))
+    return {name: (right, total) for name, (right, total) in counts.items() if total} or None
+
+
+def effect_of(pairs: Sequence[Pair]) -> Effect | None:
     """The row's effect over its pairs; None when nothing could be paired."""
-    return compare(pairs, resamples) if pairs else None
+    return compare(pairs) if pairs else None
+
+
+def _same(a: Predictions, b: Predictions) -> bool:
+    return np.array_equal(a.pred, b.pred) and np.array_equal(a.index, b.index) and a.test_set == b.test_set
+
+
+def _seed(run: Run) -> str:
+    return "seed ?" if run.seed is None else f"seed {run.seed}"
+
+
+def _where(run: Run) -> str:
+    return str(run.folder) if run.folder is not None else _seed(run)

@@ -20,7 +20,8 @@ from PIL import Image
 
 from pyramid_lab.report.collect import Run
 from pyramid_lab.report.pictures import save_png
-from pyramid_lab.report.tables import Table
+from pyramid_lab.report.significance import t_interval
+from pyramid_lab.report.tables import Row, Table
 from pyramid_lab.runs.atomic import atomic_path
 
 if TYPE_CHECKING:
@@ -153,92 +154,134 @@ def _draw_row_ranges(curves: dict[str, list[tuple[list, list]]], ax: Axes) -> No
 
 
 def plot_test_accuracy(table: Table, ax: Axes | None = None) -> Axes:
-    """Test accuracy (%) per row as bars (mean ± std over completed runs), the study's as markers."""
+    """Test accuracy (%) per row as a dot plot: every completed run a dot, the row's mean a bar,
+    and from three runs on the 95% t-interval of the mean over the runs (with two, the dots show
+    the range; no ± std of two numbers); the study's number as a diamond. The axis always holds
+    every dot and interval whole."""
     if ax is None:
         import matplotlib.pyplot as plt
 
         ax = plt.subplots(figsize=_PANEL_SIZE, layout="constrained")[1]
-    xs = range(len(table.rows))
-    ours = [row.test_acc for row in table.rows]
-    done = [row for row in table.rows if row.test_acc is not None]
-    stds = [row.test_acc_std for row in done]
-    bars = ax.bar(
-        [x for x, v in zip(xs, ours) if v is not None],
-        [row.test_acc for row in done],
-        yerr=[s or 0.0 for s in stds] if any(s is not None for s in stds) else None,
-        color="C0",
-        alpha=0.8,
-        capsize=3,
-        label="ours",
-    )
-    ax.bar_label(bars, fmt="%.1f", fontsize="small")
-    study = [(x, row.study) for x, row in zip(xs, table.rows) if row.study is not None]
+    seen: set[str] = set()
+
+    def once(label: str) -> str | None:
+        first = label not in seen
+        seen.add(label)
+        return label if first else None
+
+    extent: list[float] = []
+    for x, row in enumerate(table.rows):
+        values = _run_accuracies(row)
+        if not values:
+            continue
+        spread = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
+        ax.plot(x + spread, values, "o", color="C0", alpha=0.6, markersize=4, label=once("each run"))
+        mean = float(np.mean(values))
+        if len(values) >= 3:
+            low, high = t_interval(values, 0.95)
+            ax.errorbar(
+                x,
+                mean,
+                yerr=[[mean - low], [high - mean]],
+                fmt="_",
+                color="black",
+                markersize=16,
+                capsize=4,
+                label=once("mean, 95% t-interval over runs"),
+            )
+            extent += [low, high]
+        else:
+            ax.plot(
+                x, mean, "_", color="black", markersize=16, label=once("mean (under 3 runs: no interval)")
+            )
+        ax.annotate(f"{mean:.1f}", (x, mean), xytext=(10, 0), textcoords="offset points", fontsize="small")
+        extent += values
+    study = [(x, row.study) for x, row in enumerate(table.rows) if row.study is not None]
     if study:
-        ax.plot(*zip(*study), "D", color="black", label="study")
-    values = [v for v in ours if v is not None] + [v for _, v in study]
-    if values:
-        # Bars from 0 would hide the differences that matter here (a point or two).
-        ax.set_ylim(max(0.0, min(values) - 5.0), min(100.0, max(values) + 3.0))
+        ax.plot(*zip(*study), "D", color="black", markerfacecolor="none", label="study")
+        extent += [v for _, v in study]
+    if extent:
+        pad = max(0.5, 0.08 * (max(extent) - min(extent)))
+        ax.set_ylim(min(extent) - pad, max(extent) + pad)
     ax.set_xlim(-0.6, len(table.rows) - 0.4)
     labels = [row.row if row.test_acc is not None else f"{row.row}\n({row.status})" for row in table.rows]
     ax.set_xticks(
-        list(xs),
+        list(range(len(table.rows))),
         labels,
         rotation=30 if len(table.rows) > 3 else 0,
         ha="right" if len(table.rows) > 3 else "center",
         fontsize="small",
     )
     ax.set_ylabel("test acc (%)")
-    ax.set_title("test accuracy")
+    ax.set_title("test accuracy (each run; axis not from 0)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize="small")
+    if seen or study:
+        ax.legend(fontsize="small")
     return ax
+
+
+def _run_accuracies(row: Row) -> list[float]:
+    """The row's completed runs' test accuracies in % (a snapshot ensemble's row: the ensembles')."""
+    values = [run.test_acc_ensemble if row.ensemble_of is not None else run.test_acc for run in row.completed]
+    return [100.0 * v for v in values if v is not None]
 
 
 _VERDICT_COLOURS = {"better": "C2", "worse": "C3"}
 
 
-def plot_effects(table: Table, ax: Axes | None = None) -> Axes:
-    """Each row's difference from the table's baseline (points) with its 95% interval, a line at
-    zero, and the study's own difference (its row − its baseline) as a marker where it has one.
+def plot_effects(table: Table, ax: Axes | None = None, rows: Sequence[Row] | None = None) -> Axes:
+    """Each row's difference from the table's baseline (points): every seed pair's delta as a dot,
+    the mean with its Holm-adjusted t-interval (coloured by the verdict), a line at zero, and the
+    study's own difference as an open diamond where it has one.
 
-    Rows that could not be compared (no test predictions) are listed without a point.
+    A row with one seed pair has no recipe interval: its delta is drawn hollow. Rows that could not
+    be compared (no test predictions) are listed without a point.
+
+    Args:
+        rows: the rows to draw; default the table's own rows (snapshot ensembles are another
+            comparison: ``effects_figure`` draws them in a panel of their own).
     """
     if ax is None:
         import matplotlib.pyplot as plt
 
         ax = plt.subplots(figsize=_PANEL_SIZE, layout="constrained")[1]
-    rows = [row for row in table.rows if row.baseline is not None]
+    rows = [row for row in (table.main_rows if rows is None else rows) if row.baseline is not None]
     ys = list(range(len(rows)))[::-1]  # the table's order, top to bottom
     labels = []
     for y, row in zip(ys, rows):
         effect = row.effect
-        labels.append(row.row if effect is not None else f"{row.row} (not compared)")
-        if effect is not None:
-            colour = _VERDICT_COLOURS.get(effect.verdict, "C0")
+        name = f"{row.ensemble_of} ensemble" if row.ensemble_of is not None else row.row
+        labels.append(name if effect is not None else f"{name} (not compared)")
+        if effect is None:
+            continue
+        ax.plot(effect.deltas, [y + 0.18] * effect.pairs, ".", color="grey", alpha=0.7, label="each seed")
+        if effect.ci_low is None or effect.ci_high is None:
+            ax.plot(effect.delta, y, "o", color="C0", markerfacecolor="none", label="one seed: no interval")
+        else:
             ax.errorbar(
                 effect.delta,
                 y,
                 xerr=[[effect.delta - effect.ci_low], [effect.ci_high - effect.delta]],
                 fmt="o",
-                color=colour,
+                color=_VERDICT_COLOURS.get(effect.verdict, "C0"),
                 capsize=4,
                 label=effect.verdict,
             )
         if row.study_delta is not None:
-            ax.plot(
-                row.study_delta,
-                y,
-                "D",
-                color="black",
-                markerfacecolor="none",
-                label="study",
-            )
+            ax.plot(row.study_delta, y, "D", color="black", markerfacecolor="none", label="study")
     ax.axvline(0.0, color="grey", linewidth=1)
     ax.set_yticks(ys, labels, fontsize="small")
-    ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.set_xlabel(f"test accuracy − {table.baseline} (points)")
-    ax.set_title(f"{table.name}: difference from {table.baseline}, 95% interval")
+    ax.set_ylim(-0.7, max(len(rows), 1) - 0.3)
+    ensembles = bool(rows) and rows[0].ensemble_of is not None
+    ax.set_xlabel(
+        f"test acc − {'its single model' if ensembles else table.baseline} (points), "
+        "Holm-adjusted t-interval over seeds"
+    )
+    ax.set_title(
+        f"{table.name}: snapshot ensemble vs single model (own Holm family)"
+        if ensembles
+        else f"{table.name}: difference from {table.baseline}"
+    )
     ax.grid(axis="x", alpha=0.3)
     handles = dict(zip(*ax.get_legend_handles_labels()[::-1]))  # one entry per label
     if handles:
@@ -247,10 +290,15 @@ def plot_effects(table: Table, ax: Axes | None = None) -> Axes:
 
 
 def effects_figure(table: Table) -> Figure:
-    """``<table>_effects.png``: plot_effects on a figure sized to the table's rows."""
-    rows = sum(row.baseline is not None for row in table.rows)
-    figure = Figure(figsize=(_PANEL_SIZE[0] * 1.4, 1.2 + 0.45 * max(rows, 2)), layout="constrained")
-    plot_effects(table, ax=figure.subplots())
+    """``<table>_effects.png``: plot_effects on a figure sized to the table's rows; snapshot
+    ensembles (against their single models, a Holm family of their own) in a panel below."""
+    main = [row for row in table.main_rows if row.baseline is not None]
+    panels = [rows for rows in (main, list(table.ensemble_rows)) if rows]
+    heights = [1.0 + 0.45 * max(len(rows), 2) for rows in panels]
+    figure = Figure(figsize=(_PANEL_SIZE[0] * 1.7, 0.4 + sum(heights)), layout="constrained")
+    axes = figure.subplots(len(panels), 1, squeeze=False, height_ratios=heights)[:, 0]
+    for ax, rows in zip(axes, panels):
+        plot_effects(table, ax=ax, rows=rows)
     return figure
 
 

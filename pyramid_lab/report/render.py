@@ -50,6 +50,9 @@ CSV_COLUMNS = (
     "p_value_raw",
     "verdict",
     "n_pairs",
+    "ci_level",
+    "delta_per_seed",
+    "mcnemar_p_per_seed",
     "study_delta_pts",
     "params",
     "epochs_min",
@@ -59,9 +62,11 @@ CSV_COLUMNS = (
     "error",
 )
 NOTE = (
-    "Accuracies in %: mean ± sample std over a row's completed runs (n of them); Δ = ours − the "
-    "study's test accuracy, in points; wall time per run (mean). Runs that did not complete are "
-    "never averaged in: their status and reason are in the last columns."
+    "Accuracies in %: mean over a row's completed runs (n of them, a duplicated run counted once), "
+    "± sample std from 3 runs on, (lowest–highest) with 2; Δ = ours − the study's test accuracy, in "
+    "points; wall time per run (mean). Runs that did not complete are never averaged in: their "
+    "status and reason are in the last columns. Best val acc is blank (merge_val) where the row "
+    "trained on its validation images: it is no held-out number there."
 )
 
 SKIPPED_NOTE = (
@@ -131,7 +136,8 @@ def markdown_document(
         if per_class:
             parts += [
                 "",
-                "Test accuracy per class (%, mean over seeds):",
+                "Test accuracy per class (%, right/tested over the row's runs; 95% Wilson interval, "
+                "images as the unit):",
                 "",
                 per_class,
             ]
@@ -174,32 +180,26 @@ def csv_text(tables: Sequence[Table]) -> str:
 
 
 def _effect_raw(row: Row, baseline: str | None) -> list[str]:
-    # baseline, delta, delta_ci_low, delta_ci_high, p_value, p_value_raw, verdict, n_pairs, study_delta
+    # baseline, delta, delta_ci_low, delta_ci_high, p_value, p_value_raw, verdict, n_pairs,
+    # ci_level, delta_per_seed, mcnemar_p_per_seed, study_delta
     study = _raw(row.study_delta)
     if row.baseline is None:
-        return [
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "baseline" if row.row == baseline else "",
-            "",
-            study,
-        ]
+        return ["", "", "", "", "", "", "baseline" if row.row == baseline else "", "", "", "", "", study]
     effect = row.effect
     if effect is None:
-        return [row.baseline, "", "", "", "", "", "", "0", study]
+        return [row.baseline, "", "", "", "", "", "", "0", "", "", "", study]
     return [
         row.baseline,
         _raw(effect.delta),
         _raw(effect.ci_low),
         _raw(effect.ci_high),
-        f"{effect.p_value:.6g}",
-        f"{effect.p_raw:.6g}",
+        "" if effect.p_value is None else f"{effect.p_value:.6g}",
+        "" if effect.p_raw is None else f"{effect.p_raw:.6g}",
         effect.verdict,
         str(effect.pairs),
+        "" if effect.level is None else f"{effect.level:.6g}",
+        " ".join(f"{d:.4f}" for d in effect.deltas),
+        " ".join(f"{p:.6g}" for p in effect.mcnemar),
         study,
     ]
 
@@ -226,8 +226,8 @@ def _cells(row: Row) -> tuple[str, ...]:
     )
     return (
         _md(row.row),
-        _pm(row.test_acc, row.test_acc_std),
-        _pm(row.val_acc_best, row.val_acc_best_std),
+        _pm(row.test_acc, row.test_acc_std, row.test_acc_range),
+        "— (merge_val)" if row.val_is_train else _pm(row.val_acc_best, row.val_acc_best_std),
         str(len(row.completed)),
         "—" if row.study is None else f"{row.study:.3f}",
         "—" if row.diff is None else f"{row.diff:+.2f}",
@@ -239,10 +239,14 @@ def _cells(row: Row) -> tuple[str, ...]:
     )
 
 
-def _pm(mean: float | None, std: float | None) -> str:
+def _pm(mean: float | None, std: float | None, spread: tuple[float, float] | None = None) -> str:
     if mean is None:
         return "—"
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+    if std is not None:
+        return f"{mean:.2f} ± {std:.2f}"
+    if spread is not None and spread[0] != spread[1]:
+        return f"{mean:.2f} ({spread[0]:.2f}–{spread[1]:.2f})"
+    return f"{mean:.2f}"
 
 
 def _raw(value: float | None) -> str:

@@ -1,10 +1,10 @@
 """Runs -> the study's tables: one row per swept value, seeds aggregated, the study's number beside,
 and each row's difference from the table's baseline row with its interval and paired test.
 
-Only completed runs enter the accuracy columns. A failed, diverged, interrupted or still-running
-run stays in its row's status and error columns: it is never dropped and never averaged in.
-A row whose runs ran a snapshot ensemble is followed by the ensemble's own row, compared with
-the single model.
+Only completed runs enter the accuracy columns, each once (a duplicated run is counted once). A
+failed, diverged, interrupted or still-running run stays in its row's status and error columns: it
+is never dropped and never averaged in. A row whose runs ran a snapshot ensemble is followed by the
+ensemble's own row, compared with the single model in a Holm family of its own.
 """
 
 from __future__ import annotations
@@ -13,16 +13,22 @@ import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
 
 from pyramid_lab.report.collect import STATUSES, UNTABLED, Run
 from pyramid_lab.report.effects import (
+    Distinct,
     PredictionsCache,
     baseline_row,
+    class_counts,
+    distinct_runs,
     effect_of,
     ensemble_pairs,
     seed_pairs,
 )
-from pyramid_lab.report.significance import RESAMPLES, Effect, holm
+from pyramid_lab.report.significance import Effect, holm
 from pyramid_lab.report.study import (
     PAPER_TABLES,
     STUDY_DATASET,
@@ -32,6 +38,9 @@ from pyramid_lab.report.study import (
 
 # The name of a snapshot ensemble's row: "<row> + snapshot ensemble".
 ENSEMBLE_SUFFIX = " + snapshot ensemble"
+# Rows that train on train + validation (data.merge_val): their "validation" images are training
+# images, so their best validation accuracy is no held-out number.
+MERGE_VAL_ROWS = {("table7_merge_val", "merge_val"), ("table8_final", "final")}
 
 
 @dataclass(frozen=True)
@@ -41,9 +50,11 @@ class Row:
     Attributes:
         table, row: the table sweep and its swept value.
         runs: every run of this row, whatever its status.
-        test_acc, test_acc_std: mean and sample std of the completed runs' test accuracy
-            (std None below two runs; both None when no run completed).
-        val_acc_best, val_acc_best_std: the same for the best validation accuracy.
+        test_acc, test_acc_std: mean and sample std of the completed runs' test accuracy (std
+            None below three runs, where a std says little: see ``test_acc_range``; both None when
+            no run completed). Duplicated runs are counted once.
+        val_acc_best, val_acc_best_std: the same for the best validation accuracy; None where the
+            row trained on its validation images (``val_is_train``).
         study: the study's test accuracy for this row, None where it has no such row.
         diff: test_acc − study in points, None where either is missing.
         params, epochs, wall_time_s: from the completed runs (from all runs if none completed).
@@ -52,6 +63,11 @@ class Row:
         study_delta: the study's own difference from its baseline row, in points, where the study
             has the row (and the runs are on its data).
         ensemble_of: for a snapshot ensemble's row, the row of its single models.
+        test_acc_range: (lowest, highest) test accuracy of the completed runs.
+        duplicates: completed runs that repeat another run of the row (counted once).
+        val_is_train: the row trained on train + validation (merge_val).
+        class_counts: per class, (right, tested) pooled over the runs with test predictions.
+        compared_runs: how many completed runs the effect's seed pairs used (None: no effect).
     """
 
     table: str
@@ -70,10 +86,19 @@ class Row:
     effect: Effect | None = None
     study_delta: float | None = None
     ensemble_of: str | None = None
+    test_acc_range: tuple[float, float] | None = None
+    duplicates: tuple[Run, ...] = ()
+    val_is_train: bool = False
+    class_counts: dict[str, tuple[int, int]] | None = None
 
     @property
     def completed(self) -> tuple[Run, ...]:
-        return tuple(run for run in self.runs if run.status == "completed")
+        """The completed runs, each once (a duplicate of another run is left out)."""
+        return tuple(
+            run
+            for run in self.runs
+            if run.status == "completed" and all(run is not copy for copy in self.duplicates)
+        )
 
     @property
     def not_completed(self) -> tuple[Run, ...]:
@@ -118,7 +143,8 @@ class Table:
 
     Attributes:
         baseline: the row the others are compared with; None when the table has none.
-        notes: what the comparisons could not use (unreadable predictions, other test sets).
+        notes: what the comparisons could not use and why (unpaired, duplicate, missing or
+            unreadable predictions, other test sets, fewer images).
     """
 
     name: str
@@ -133,12 +159,22 @@ class Table:
         return min(images) if images else None
 
     @property
+    def main_rows(self) -> tuple[Row, ...]:
+        """The rows of the table's own comparison (its Holm family): no snapshot-ensemble rows."""
+        return tuple(row for row in self.rows if row.ensemble_of is None)
+
+    @property
+    def ensemble_rows(self) -> tuple[Row, ...]:
+        """Snapshot ensembles against their single models: a family of their own."""
+        return tuple(row for row in self.rows if row.ensemble_of is not None)
+
+    @property
     def runs(self) -> list[Run]:
         # A snapshot ensemble's row holds the same runs as its single model's row: count them once.
         return [run for row in self.rows if row.ensemble_of is None for run in row.runs]
 
 
-def build_tables(runs: Sequence[Run], resamples: int = RESAMPLES) -> list[Table]:
+def build_tables(runs: Sequence[Run]) -> list[Table]:
     """Group runs by table and row; tables in name order with untabled runs ("runs") last.
 
     Every row is compared with its table's baseline row where both left test predictions
@@ -146,46 +182,63 @@ def build_tables(runs: Sequence[Run], resamples: int = RESAMPLES) -> list[Table]
 
     Args:
         runs: e.g. ``load_runs(dir)``.
-        resamples: bootstrap resamples per comparison.
     """
     grouped: dict[str, dict[str, list[Run]]] = {}
     for run in runs:
         grouped.setdefault(run.table, {}).setdefault(run.row, []).append(run)
     names = sorted(grouped, key=lambda name: (name == UNTABLED, name))
-    return [compare_rows(name, grouped[name], resamples) for name in names]
+    return [compare_rows(name, grouped[name]) for name in names]
 
 
-def compare_rows(name: str, rows: dict[str, list[Run]], resamples: int = RESAMPLES) -> Table:
-    """One table: its rows summarised, each compared with the baseline row, ensembles added."""
+def compare_rows(name: str, rows: dict[str, list[Run]]) -> Table:
+    """One table: its rows summarised, each compared with the baseline row, ensembles added.
+
+    The table's rows form one Holm family, the snapshot ensembles (each against its own single
+    model, a different question) another.
+    """
     baseline = baseline_row(name, rows)
     cache = PredictionsCache()
+    distinct = {row_name: distinct_runs(row_name, runs, cache) for row_name, runs in rows.items()}
     built: list[Row] = []
     for row_name in _row_order(name, rows):
-        row = summarize(name, row_name, rows[row_name])
+        row = summarize(name, row_name, rows[row_name], distinct[row_name])
         if baseline is not None and row_name != baseline:
-            pairs, elsewhere = seed_pairs(row.completed, rows[baseline], cache)
-            if elsewhere:
-                cache.notes.append(
-                    f"{row_name}: {elsewhere} run pair(s) were tested on different test images "
-                    "(e.g. a split drawn by the seed) and are not compared"
-                )
-            row = replace(row, baseline=baseline, effect=effect_of(pairs, resamples))
+            pairs = seed_pairs(row_name, distinct[row_name], baseline, distinct[baseline], cache)
+            row = replace(row, baseline=baseline, effect=effect_of(pairs))
+            _note_other_runs(row, cache)
         built.append(row)
         if any(run.test_acc_ensemble is not None for run in row.completed):
-            built.append(ensemble_row(row, effect_of(ensemble_pairs(row.completed, cache), resamples)))
-    corrected = holm([row.effect for row in built])
-    built = [replace(row, effect=effect) for row, effect in zip(built, corrected)]
+            built.append(ensemble_row(row, effect_of(ensemble_pairs(distinct[row_name]))))
+    for ensembles in (False, True):
+        family = [i for i, row in enumerate(built) if (row.ensemble_of is not None) == ensembles]
+        for i, effect in zip(family, holm([built[i].effect for i in family])):
+            built[i] = replace(built[i], effect=effect)
     return Table(name, tuple(built), baseline=baseline, notes=tuple(dict.fromkeys(cache.notes)))
+
+
+def _note_other_runs(row: Row, cache: PredictionsCache) -> None:
+    """Say so when the accuracy columns average other runs than the delta compares."""
+    compared = 0 if row.effect is None else row.effect.pairs
+    if row.effect is not None and compared != len(row.completed):
+        seeds = ", ".join(str(s) for s in row.effect.seeds)
+        cache.notes.append(
+            f"{row.row}: test accuracy over {len(row.completed)} runs, Δ over the {compared} seed "
+            f"pair(s) with {row.baseline} (seeds {seeds}): not the same runs"
+        )
 
 
 def ensemble_row(row: Row, effect: Effect | None) -> Row:
     """A snapshot ensemble's row: its test accuracy over the row's runs, against the single model."""
-    test, test_std = _mean_std([run.test_acc_ensemble for run in row.completed])
+    values = [run.test_acc_ensemble for run in row.completed]
+    test, test_std = _mean_std(values)
+    tests = [100.0 * v for v in values if v is not None]
     return replace(
         row,
         row=row.row + ENSEMBLE_SUFFIX,
         test_acc=test,
         test_acc_std=test_std,
+        test_acc_range=(min(tests), max(tests)) if tests else None,
+        class_counts=None,
         val_acc_best=None,
         val_acc_best_std=None,
         study=None,
@@ -197,12 +250,19 @@ def ensemble_row(row: Row, effect: Effect | None) -> Row:
     )
 
 
-def summarize(table: str, row: str, runs: Sequence[Run]) -> Row:
-    """Aggregate one row's runs: mean ± std over completed runs only."""
-    done = [run for run in runs if run.status == "completed"]
+def summarize(table: str, row: str, runs: Sequence[Run], distinct: Distinct | None = None) -> Row:
+    """Aggregate one row's runs: mean ± std over completed runs only, each counted once.
+
+    Args:
+        distinct: the row's completed runs with duplicates removed (effects.distinct_runs); every
+            completed run when None.
+    """
+    done = list(distinct.runs) if distinct is not None else [run for run in runs if run.status == "completed"]
     source = done or list(runs)
     test, test_std = _mean_std([run.test_acc for run in done])
-    val, val_std = _mean_std([run.val_acc_best for run in done])
+    val_is_train = trains_on_validation(table, row, done or list(runs))
+    val, val_std = (None, None) if val_is_train else _mean_std([run.val_acc_best for run in done])
+    tests = [100.0 * run.test_acc for run in done if run.test_acc is not None]
     # The study's numbers are CINIC-10 numbers: beside a run on other data they would mislead.
     on_study_data = all(run.dataset in (None, STUDY_DATASET) for run in runs)
     study = paper_accuracy(table, row) if on_study_data else None
@@ -223,14 +283,53 @@ def summarize(table: str, row: str, runs: Sequence[Run]) -> Row:
         params=Counter(params).most_common(1)[0][0] if params else None,
         epochs=(min(epochs), max(epochs)) if epochs else None,
         wall_time_s=statistics.fmean(walls) if walls else None,
+        test_acc_range=(min(tests), max(tests)) if tests else None,
+        duplicates=() if distinct is None else distinct.duplicates,
+        val_is_train=val_is_train,
+        class_counts=None if distinct is None else class_counts(distinct),
     )
+
+
+def trains_on_validation(table: str, row: str, runs: Sequence[Run]) -> bool:
+    """Whether a row trained on train + validation (Table 7 merge_val, Table 8 final, or any run
+    with ``tricks=...merge_val...``/``data.merge_val=true``, or its saved config saying so)."""
+    if (table, row) in MERGE_VAL_ROWS:
+        return True
+    for run in runs:
+        for override in run.overrides:
+            key, _, value = override.lstrip("+~").partition("=")
+            if key.endswith("merge_val") and value.strip().lower() in ("true", "1", "yes"):
+                return True
+            if key.startswith("tricks") and "merge_val" in value.replace("[", ",").replace("]", ",").split(
+                ","
+            ):
+                return True
+        if _config_merges_val(run.folder):
+            return True
+    return False
+
+
+def _config_merges_val(folder: Path | None) -> bool:
+    """``data.merge_val`` in the config a run saved beside its record (False when unreadable)."""
+    if folder is None:
+        return False
+    for path in (folder / "config.yaml", folder / ".hydra" / "config.yaml"):
+        try:
+            config = yaml.safe_load(path.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        data = config.get("data") if isinstance(config, dict) else None
+        if isinstance(data, dict):
+            return data.get("merge_val") is True
+    return False
 
 
 def _mean_std(fractions: list[float | None]) -> tuple[float | None, float | None]:
     values = [100.0 * f for f in fractions if f is not None]
     if not values:
         return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+    # A std of two values is their distance / sqrt(2): shown as a range instead (Row.test_acc_range).
+    return statistics.fmean(values), statistics.stdev(values) if len(values) >= 3 else None
 
 
 def _row_order(table: str, rows: dict[str, list[Run]]) -> list[str]:
