@@ -310,3 +310,44 @@ def test_the_report_section_draws_a_search_without_importing_torch(tmp_path):
     ]
     for name in ("search_history.png", "search_importances.png", "search_size.png"):
         assert (tmp_path / "out" / name).stat().st_size > 10_000
+
+
+def test_log_tree_names_are_short_unique_file_names_for_any_overrides(tmp_path):
+    from pyramid_lab.runs.log_tree import link_into_log_tree, run_label
+
+    trial = tmp_path / "multirun" / "2026-12-03" / "02-40-00" / "2"
+    storage = f"++search.storage='sqlite:///{tmp_path / ('deep/' * 40)}optuna.db'"
+    sampled = [f"optimizer.lr={0.1 + n / 7}" for n in range(12)]
+    lists = [
+        [],
+        ["optimizer=adam"],
+        ["experiment=search_budget", "scale=smoke", *sampled, storage, "++search.trial=2"],
+        [*sampled, "module.label_smoothing=0.1"],  # the same prefix as the one before, then longer
+        [*sampled, "module.label_smoothing=0.2"],
+        ["data.root=/tmp/a/b", "data.root=-tmp-a-b"],
+        ["data.root=/tmp/a/b"],
+        ["data.root=-tmp-a-b"],
+        ["tag=" + "é" * 300],  # multi-byte characters cut whole
+        ["tag=a\nb\x00c", "tag=..hidden"],
+        ["+x=" + "y" * 5000],
+    ]
+    labels = [run_label(trial, overrides) for overrides in lists]
+    assert len(set(labels)) == len(labels)
+    for label in labels:
+        assert len(label.encode()) <= 120 and "/" not in label and label.isprintable()
+        assert "search." not in label and "sqlite" not in label
+    assert labels[1] == "2026-12-03_02-40-00_job2_optimizer=adam"  # short ones stay as they were
+    assert labels[2].startswith("2026-12-03_02-40-00_job2_optimizer.lr=0.1_")
+    # The search's own overrides name nothing: a trial is named by what it sampled.
+    assert labels[2] == run_label(trial, sampled)
+    # Each is a name the file system takes, and a second run folder with the same name gets its own.
+    logs = tmp_path / "logs"
+    for n, label in enumerate(labels):
+        events = tmp_path / "events" / str(n)
+        events.mkdir(parents=True)
+        assert link_into_log_tree(events, logs, "search_budget", label).resolve() == events
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    again = link_into_log_tree(other, logs, "search_budget", labels[1])
+    assert again.resolve() == other and again.name != labels[1] and len(again.name.encode()) <= 120
+    assert link_into_log_tree(tmp_path / "events" / "1", logs, "search_budget", labels[1]).name == labels[1]
