@@ -351,3 +351,138 @@ def test_log_tree_names_are_short_unique_file_names_for_any_overrides(tmp_path):
     again = link_into_log_tree(other, logs, "search_budget", labels[1])
     assert again.resolve() == other and again.name != labels[1] and len(again.name.encode()) <= 120
     assert link_into_log_tree(tmp_path / "events" / "1", logs, "search_budget", labels[1]).name == labels[1]
+
+
+def search_with_runs(sweep: Path, trials: int = 20) -> None:
+    """A search as the sweeper and its trials leave it, without training: the study and records."""
+    from pyramid_lab.runs.record import write_record
+    from pyramid_lab.search.sweep import trial_row
+
+    sweep.mkdir()
+    storage = default_storage(sweep)
+    study = optuna.create_study(
+        storage=storage,
+        study_name="search_budget",
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+    study.set_metric_names(["val/acc_best"])
+    space = {
+        "model.alpha": IntDistribution(8, 96, log=True),
+        "optimizer": CategoricalDistribution(["sgd", "sam"]),
+        "optimizer.lr": FloatDistribution(0.01, 0.5, log=True),
+    }
+    for n in range(trials):
+        trial = study.ask(space)
+        trial.set_user_attr("params", 10_000 * trial.params["model.alpha"])
+        trial.set_user_attr("max_params", 900_000)
+        if n in (4, 9):
+            trial.report(0.1, 0)
+            study.tell(trial, state=TrialState.PRUNED)
+            continue
+        value = 0.3 + 0.5 * trial.params["model.alpha"] / 96
+        study.tell(trial, value)
+        overrides = [
+            "experiment=search_budget",
+            "scale=smoke",
+            *(f"{key}={value}" for key, value in trial.params.items()),
+            f"++search.storage={storage}",
+            "++search.study_name=search_budget",
+            f"++search.trial={n}",
+            f"++row='{trial_row(n)}'",
+            f"hydra.sweep.subdir={n}",
+        ]
+        history = [
+            {"epoch": e, "train/acc": value * (e + 1) / 3, "train/loss": 2.0 / (e + 1)} for e in range(3)
+        ]
+        write_record(
+            sweep / str(n) / "metrics.json",
+            {
+                "status": "completed",
+                "row": trial_row(n),
+                "overrides": overrides,
+                "test/acc": value,
+                "val/acc_best": value,
+                "epochs": 3,
+                "history": history,
+            },
+        )
+    (sweep / RESULTS_NAME).write_text(
+        f"name: optuna\nobjective: val/acc_best\nstudy_name: search_budget\nstorage: {storage}\n"
+    )
+
+
+def assert_readable(figure) -> None:
+    """Every tick label and legend inside the figure, tick labels apart, legends beside the axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure).draw()
+    renderer = figure.canvas.get_renderer()
+    inside = figure.bbox
+    for ax in figure.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            labels = [
+                label
+                for label, at in zip(axis.get_majorticklabels(), axis.get_majorticklocs())
+                if label.get_text() and low - 1e-9 <= at <= high + 1e-9  # drawn: inside the axis range
+            ]
+            boxes = [label.get_window_extent(renderer) for label in labels]
+            assert boxes, f"{ax.get_title()}: no tick labels"
+            for box in boxes:
+                assert inside.x0 - 1 <= box.x0 and box.x1 <= inside.x1 + 1, (
+                    f"{ax.get_title()}: a label is cut off"
+                )
+                assert inside.y0 - 1 <= box.y0 and box.y1 <= inside.y1 + 1, (
+                    f"{ax.get_title()}: a label is cut off"
+                )
+            for a, b in zip(boxes, boxes[1:]):
+                assert not a.overlaps(b), f"{ax.get_title()}: tick labels overlap"
+        legend = ax.get_legend()
+        if legend is not None:
+            box = legend.get_window_extent(renderer)
+            assert not box.overlaps(ax.get_window_extent(renderer)), f"{ax.get_title()}: legend over the plot"
+            assert inside.x0 - 1 <= box.x0 and box.x1 <= inside.x1 + 1, f"{ax.get_title()}: legend cut off"
+
+
+def test_the_search_figures_are_readable(tmp_path):
+    from pyramid_lab.report.figures import table_figure
+    from pyramid_lab.report.tables import build_tables
+    from pyramid_lab.report.write import load_runs, write_report
+    from pyramid_lab.search.importance import param_importances
+    from pyramid_lab.search.report import (
+        history_figure,
+        importance_figure,
+        load_search,
+        size_figure,
+        write_search_section,
+    )
+
+    sweep = tmp_path / "search"
+    search_with_runs(sweep)
+    study, _ = load_search(sweep)
+    trials = study.get_trials(deepcopy=False)
+    history = history_figure(trials, "val/acc_best")
+    figures = {
+        "history": history,
+        "importances": importance_figure(param_importances(study, "val/acc_best")),
+        "size": size_figure(trials, "val/acc_best"),
+        "runs": table_figure(build_tables(load_runs(sweep))[0]),
+    }
+    for figure in figures.values():
+        assert_readable(figure)
+    # Trials are counted: the history's axis has whole numbers only, with 20 trials or 3.
+    for figure in (history, history_figure(trials[:3], "val/acc_best")):
+        labels = figure.axes[0].get_xticklabels()
+        ticks = [label.get_text().replace("\N{MINUS SIGN}", "-") for label in labels]
+        assert all(text.lstrip("-").isdigit() for text in ticks), ticks
+    # The report's runs table names each trial by its number, in trial order; its bars are those rows.
+    runs = figures["runs"].axes[2]
+    assert [label.get_text() for label in runs.get_xticklabels()] == [
+        f"trial {n:03d}" for n in range(20) if n not in (4, 9)
+    ]
+    # Both writers run on this fixture.
+    write_report(sweep, tmp_path / "out")
+    write_search_section(sweep, tmp_path / "out")
+    for name in ("runs.png", "search_history.png", "search_importances.png", "search_size.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 10_000

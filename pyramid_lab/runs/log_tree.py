@@ -19,8 +19,18 @@ from pytorch_lightning.utilities.model_summary import ModelSummary
 
 # Overrides that say where or how big a run is, not what it trains: not part of its name. The
 # search's own ``search.*`` overrides (its storage URL, study name and trial number) say where the
-# trial reports; the trial number is already the job number of the name.
-_NOT_IN_NAME = ("hydra.", "hydra/", "paths.", "experiment=", "scale=", "logger", "trainer.enable", "search.")
+# trial reports, and its ``row`` is its number; the trial number is already the job number of the name.
+_NOT_IN_NAME = (
+    "hydra.",
+    "hydra/",
+    "paths.",
+    "experiment=",
+    "scale=",
+    "logger",
+    "trainer.enable",
+    "search.",
+    "row=",
+)
 # (deletions such as ``~callbacks.progress_bar`` are left out too)
 # Bytes of a link name (the limit of a path component is 255): short enough to read in
 # TensorBoard's run list.

@@ -95,6 +95,8 @@ class Search:
             directions=self.directions,
             load_if_exists=True,
         )
+        # optuna-dashboard and the optuna CLI name the objectives (else "Objective 0").
+        study.set_metric_names(self.objectives)
         dead = bookkeeping.fail_dead_trials(study)
         if dead:
             log.info(
@@ -157,6 +159,7 @@ class Search:
             f"++search.storage={format_value(self.storage_url)}",
             f"++search.study_name={format_value(study.study_name)}",
             f"++search.trial={trial.number}",
+            f"++row={format_value(trial_row(trial.number))}",  # the trial's name in the report
             f"hydra.sweep.subdir={trial.number}",  # the run folder is named by the trial's number
         ]
         trial.set_user_attr(OVERRIDES, overrides)
@@ -262,6 +265,11 @@ class Search:
 
     def _winner_config(self, overrides: list[str]) -> DictConfig:
         return self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+
+
+def trial_row(number: int) -> str:
+    """A trial's row in the report: short, and in trial order when sorted (up to trial 999)."""
+    return f"trial {number:03d}"
 
 
 def _check(settings: SearchSettings, objectives: list[str], directions: list[str]) -> None:
