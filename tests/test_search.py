@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from hydra import compose, initialize_config_dir
@@ -31,7 +32,7 @@ from pyramid_lab.search.results import RESULTS_NAME, WINNER_NAME
 from pyramid_lab.search.space import parse_space
 from pyramid_lab.search.study import REASON, default_storage
 from pyramid_lab.search.sweep import Search, SearchSettings
-from tests.helpers import CONFIG_DIR, compose_config
+from tests.helpers import CONFIG_DIR, compose_config, run_app
 
 REPO = CONFIG_DIR.parent
 # A search a 2-core CPU runs in seconds per trial: the searched PyramidNet is fixed to depth 20 (its
@@ -486,3 +487,83 @@ def test_the_search_figures_are_readable(tmp_path):
     write_search_section(sweep, tmp_path / "out")
     for name in ("runs.png", "search_history.png", "search_importances.png", "search_size.png"):
         assert (tmp_path / "out" / name).stat().st_size > 10_000
+
+
+def test_importances_rank_for_the_maximised_objective_and_name_their_method():
+    from pyramid_lab.search.importance import param_importances
+
+    # val/acc_best is x, except where y < 0.3 crashes the run to 0: the best trials are set apart
+    # by x; the worst by y.
+    study = optuna.create_study(direction="maximize")
+    rng = np.random.default_rng(0)
+    space = {"x": FloatDistribution(0, 1), "y": FloatDistribution(0, 1)}
+    for _ in range(100):
+        x, y = rng.uniform(), rng.uniform()
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"x": x, "y": y}, distributions=space, value=x if y >= 0.3 else 0.0
+            )
+        )
+    importances = param_importances(study, "val/acc_best")
+    assert list(importances.values) == ["x", "y"] and importances.values["x"] > 0.7
+    assert importances.as_record()["evaluator"] == "PED-ANOVA" and importances.direction == "maximize"
+    assert "highest val/acc_best" in importances.describe()
+    # What the report drew before: Optuna's default evaluator with target= ranks for LOW values.
+    with pytest.warns(UserWarning, match="low `target` values"):
+        naive = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
+    assert list(naive)[0] == "y"
+    # Too few completed trials: no values, and why.
+    empty = param_importances(optuna.create_study(direction="maximize"), "val/acc_best")
+    assert empty.values == {} and "0 completed" in empty.note
+
+
+@pytest.mark.slow
+def test_the_readme_search_completes_with_the_default_logger_at_smoke_scale(tmp_path):
+    """README's command as a user types it: the default (TensorBoard) logger, the smoke scale."""
+    sweep = tmp_path / "search"
+    env = {key: value for key, value in os.environ.items() if key != "PYRAMID_LAB_LOGS"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    result = run_app(
+        ["experiment=search_budget", "scale=smoke", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "0 fail" in result.stdout
+    assert "scale=smoke fixes data.batch_size=8 for every trial" in result.stderr + result.stdout
+    study = load_study(sweep)
+    assert study.metric_names == ["val/acc_best"]  # what optuna-dashboard shows
+    done = [t.number for t in study.trials if t.state == TrialState.COMPLETE]
+    assert done
+    links = {link.resolve(): link.name for link in (tmp_path / "logs" / "search_budget").iterdir()}
+    for n in done:
+        run = sweep / str(n)
+        # The scale's batch, not the space's 64 to 256; the trial named by its number.
+        assert OmegaConf.load(run / "config.yaml").data.batch_size == 8
+        assert read_record(run)["row"] == f"trial {n:03d}"
+        name = links[(run / "tensorboard").resolve()]
+        assert len(name.encode()) <= 120 and "search." not in name
+        assert any(path.name.startswith("events.out.tfevents") for path in (run / "tensorboard").iterdir())
+    results = OmegaConf.load(sweep / RESULTS_NAME)
+    assert results.importances.evaluator == "PED-ANOVA" and results.importances.direction == "maximize"
+
+
+def test_the_scale_wins_over_the_space_and_the_command_line_over_both():
+    from pyramid_lab.search.scale import scale_settings, scale_wins
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(
+            "config", overrides=["experiment=search_budget", "scale=smoke"], return_hydra_config=True
+        )
+        settings = scale_settings(GlobalHydra.instance().config_loader(), cfg.hydra.runtime.choices.scale)
+    assert settings["data"] == "digits" and settings["data.batch_size"] == "8"
+    assert settings["trainer.precision"] == "32-true"
+    params, fixed = scale_wins(cfg.hydra.sweeper.params, settings)
+    assert fixed == ["data.batch_size=8"] and params["model.depth"] == "range(20, 201, 18)"
+    space = parse_space(params, ["scale=smoke"], cfg.hydra.sweeper.conditions)
+    assert "data.batch_size" not in space.distributions and "data.batch_size=8" in space.fixed
+    again = parse_space(params, ["scale=smoke", "data.batch_size=choice(8,16)"], cfg.hydra.sweeper.conditions)
+    assert again.distributions["data.batch_size"] == CategoricalDistribution([8, 16])
+    # No scale, nothing fixed.
+    assert scale_wins(cfg.hydra.sweeper.params, {}) == (dict(cfg.hydra.sweeper.params), [])
