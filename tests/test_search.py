@@ -367,7 +367,6 @@ def search_with_runs(sweep: Path, trials: int = 20) -> None:
         direction="maximize",
         sampler=optuna.samplers.RandomSampler(seed=0),
     )
-    study.set_metric_names(["val/acc_best"])
     space = {
         "model.alpha": IntDistribution(8, 96, log=True),
         "optimizer": CategoricalDistribution(["sgd", "sam"]),
@@ -446,6 +445,7 @@ def assert_readable(figure) -> None:
             assert inside.x0 - 1 <= box.x0 and box.x1 <= inside.x1 + 1, f"{ax.get_title()}: legend cut off"
 
 
+@pytest.mark.slow
 def test_the_search_figures_are_readable(tmp_path):
     from pyramid_lab.report.figures import table_figure
     from pyramid_lab.report.tables import build_tables
