@@ -38,6 +38,7 @@ _NAMES = {
     "train/lr": "learning rate",
 }
 _PANEL_SIZE = (5.0, 3.8)  # inches per panel
+_LEGEND_INSIDE = 6  # rows whose legend fits inside a panel without hiding its curves
 
 
 def plot_curves(runs: Sequence[Run], metric: str = "train/acc", ax: Axes | None = None) -> Axes:
@@ -76,7 +77,17 @@ def plot_curves(runs: Sequence[Run], metric: str = "train/acc", ax: Axes | None 
     ax.set_ylabel(f"{name} (%)" if scale != 1.0 else name)
     ax.set_title(name)
     ax.grid(alpha=0.3)
-    if curves:
+    rows_shown = len(curves) if drawn <= MAX_CURVE_LINES else min(len(curves), MAX_CURVE_ROWS)
+    if rows_shown > _LEGEND_INSIDE:
+        # Many rows (a search's trials): beside the panel, in columns, rather than over the curves.
+        ax.legend(
+            fontsize="x-small",
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0.0,
+            ncols=-(-rows_shown // 12),
+        )
+    elif curves:
         ax.legend(fontsize="small")
     else:
         ax.text(
@@ -205,11 +216,13 @@ def plot_test_accuracy(table: Table, ax: Axes | None = None) -> Axes:
         ax.set_ylim(min(extent) - pad, max(extent) + pad)
     ax.set_xlim(-0.6, len(table.rows) - 0.4)
     labels = [row.row if row.test_acc is not None else f"{row.row}\n({row.status})" for row in table.rows]
+    # Upright labels for a few rows, slanted for more, vertical for many (a search's trials).
+    rotation = 0 if len(table.rows) <= 3 else 30 if len(table.rows) <= 8 else 90
     ax.set_xticks(
         list(range(len(table.rows))),
         labels,
-        rotation=30 if len(table.rows) > 3 else 0,
-        ha="right" if len(table.rows) > 3 else "center",
+        rotation=rotation,
+        ha="right" if rotation == 30 else "center",
         fontsize="small",
     )
     ax.set_ylabel("test acc (%)")

@@ -5,8 +5,9 @@
 
 Modules: ``space`` (Hydra's sweep syntax -> Optuna distributions), ``study`` (storage, trial
 bookkeeping, resume), ``budget`` (parameter count before training), ``sweep`` (the ask-and-tell
-loop), ``pruning`` (the Lightning callback that reports ``val/acc`` per epoch), ``results``
+loop), ``scale`` (a scale's keys win over the space), ``pruning`` (the Lightning callback that
+reports ``val/acc`` per epoch), ``importance`` (PED-ANOVA for the study's direction), ``results``
 (``optimization_results.yaml`` and the winner's config), ``report`` (the report's search section)
-and ``summary`` (the Hydra callback that ends a search). ``space``, ``study``, ``results`` and
-``report`` import no torch; nothing is imported here, so that the report stays light.
+and ``summary`` (the Hydra callback that ends a search). ``space``, ``study``, ``importance``,
+``results`` and ``report`` import no torch; nothing is imported here, so that the report stays light.
 """

@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.search.budget import MAX_PARAMS
+from pyramid_lab.search.importance import Importances, param_importances
 from pyramid_lab.search.results import RESULTS_NAME
 from pyramid_lab.search.study import DB_NAME, PARAMS, REASON, default_storage
 
@@ -62,7 +65,7 @@ def write_search_section(sweep_dir: str | Path, out_dir: str | Path | None = Non
     out = Path(out_dir or sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
     study, results = load_search(sweep_dir)
-    # fANOVA and the heartbeat storage are "experimental" in Optuna 5: say so once, not per figure.
+    # The heartbeat storage is "experimental" in Optuna 5: say so once, not per figure.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     objective = _objective_name(results)
     trials = study.get_trials(deepcopy=False)
@@ -89,9 +92,13 @@ def write_search_section(sweep_dir: str | Path, out_dir: str | Path | None = Non
             ),
             "",
         ]
+    importances = param_importances(study, objective)
+    if importances.values:
+        ranked = ", ".join(f"`{name}` {value:.2f}" for name, value in importances.values.items())
+        lines += [f"Importances ({importances.describe()}): {ranked}.", ""]
     figures = {
         "search_history.png": history_figure(trials, objective),
-        "search_importances.png": importance_figure(study),
+        "search_importances.png": importance_figure(importances),
         "search_size.png": size_figure(trials, objective),
     }
     for name, figure in figures.items():
@@ -103,7 +110,7 @@ def write_search_section(sweep_dir: str | Path, out_dir: str | Path | None = Non
 
 def history_figure(trials: Sequence[FrozenTrial], objective: str) -> Figure:
     """Each completed trial's objective by trial number, and the best so far."""
-    fig = Figure(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
     ax = fig.subplots()
     done = [(t.number, _value(t)) for t in trials if t.state == TrialState.COMPLETE and _value(t) is not None]
     if done:
@@ -111,28 +118,27 @@ def history_figure(trials: Sequence[FrozenTrial], objective: str) -> Figure:
         best = [max(values[: i + 1]) for i in range(len(values))]
         ax.scatter(numbers, [100 * v for v in values], s=14, label="trial", color="tab:blue")
         ax.step(numbers, [100 * v for v in best], where="post", label="best so far", color="tab:orange")
-        ax.legend(loc="lower right")
+        _legend_beside(ax)
+    if trials:  # every trial's number on the axis, drawn or not (pruned and failed ones have no value)
+        ax.set_xlim(-0.5, max(t.number for t in trials) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are numbered, never fractional
     ax.set_xlabel("trial")
     ax.set_ylabel(f"{objective} (%)")
     ax.set_title("search history")
     return fig
 
 
-def importance_figure(study: optuna.Study) -> Figure:
-    """fANOVA importances of the parameters for the (first) objective (optuna.importance)."""
-    fig = Figure(figsize=(6, 3.5))
+def importance_figure(importances: Importances) -> Figure:
+    """The parameters' importances for the (first) objective (pyramid_lab/search/importance.py)."""
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
     ax = fig.subplots()
-    try:
-        importances = optuna.importance.get_param_importances(
-            study, target=lambda t: t.values[0] if t.values else float("nan")
-        )
-    except (RuntimeError, ValueError) as error:  # fewer than two completed trials, one parameter ...
-        importances = {}
-        ax.text(0.5, 0.5, f"no importances yet:\n{error}", ha="center", va="center", wrap=True, fontsize=8)
-    names = list(importances)[::-1]
-    ax.barh(names, [importances[n] for n in names], color="tab:green")
-    ax.set_xlabel("importance (fANOVA)")
-    ax.set_title("parameter importances")
+    if importances.note:
+        ax.text(0.5, 0.5, f"no importances yet:\n{importances.note}", ha="center", va="center", fontsize=8)
+    names = list(importances.values)[::-1]
+    ax.barh(names, [importances.values[n] for n in names], color="tab:green")
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_xlabel(f"importance ({importances.evaluator}, sums to 1)")
+    ax.set_title(importances.describe(), fontsize=10)
     return fig
 
 
@@ -141,7 +147,7 @@ def size_figure(trials: Sequence[FrozenTrial], objective: str) -> Figure:
 
     Trials over the budget were never trained: they are drawn at 0 beside the line.
     """
-    fig = Figure(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
     ax = fig.subplots()
     groups: dict[str, list[tuple[int, float]]] = {"completed": [], "pruned by val/acc": [], "over budget": []}
     budget = None
@@ -168,8 +174,13 @@ def size_figure(trials: Sequence[FrozenTrial], objective: str) -> Figure:
     ax.set_ylabel(f"{objective} (%)")
     ax.set_title("accuracy against size")
     if any(groups.values()) or budget:
-        ax.legend(loc="best", fontsize=8)
+        _legend_beside(ax)
     return fig
+
+
+def _legend_beside(ax: Axes) -> None:
+    """The legend right of the axes, never over the points (constrained layout makes room)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
 
 
 def top_trials_table(trials: Sequence[FrozenTrial], objective: str, top: int = TOP) -> list[str]:

@@ -1,7 +1,8 @@
 """A search's results in its sweep folder: ``optimization_results.yaml`` and the winner's config.
 
 ``optimization_results.yaml`` keeps hydra-optuna-sweeper's keys (``name``, ``best_params``,
-``best_value``; ``solutions`` for several objectives) and adds where the study and the best run are.
+``best_value``; ``solutions`` for several objectives) and adds where the study and the best run are,
+and the parameters' importances with the method that computed them (``importances.evaluator``).
 ``best_config.yaml`` is the best trial's whole config as a primary config, set to train on
 train + validation (``data.merge_val: true``) and test, so that the winner is trained with
 
@@ -23,6 +24,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from pyramid_lab.runs.reading import UnreadableFile, read_regular
+from pyramid_lab.search.importance import param_importances
 from pyramid_lab.search.study import OVERRIDES, RUN_DIR
 
 RESULTS_NAME = "optimization_results.yaml"
@@ -100,6 +102,7 @@ def write_results(
         "study_name": study.study_name,
         "storage": storage_url,
         "trials": {state: counts.get(state, 0) for state in ("complete", "pruned", "fail", "running")},
+        "importances": param_importances(study, objectives[0]).as_record(),
     }
     if winner is not None:
         path = write_winner_config(
@@ -121,6 +124,7 @@ def write_winner_config(cfg: DictConfig, path: Path, trial: optuna.trial.FrozenT
         (config.get("callbacks") or {}).pop(key, None)
     config["data"]["merge_val"] = True
     config["task_name"] = "search_winner"
+    config["row"] = None  # "trial 007" named the trial's run, not this one
     # Hydra's own settings (run folder, callbacks) from conf/hydra/default.yaml, as in conf/config.yaml.
     config = {"defaults": [{"hydra": "default"}, "_self_"], **config}
     header = (

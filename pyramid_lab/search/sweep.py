@@ -31,6 +31,8 @@ from pyramid_lab.search import study as bookkeeping
 from pyramid_lab.search.budget import CONSTRAINT, MAX_PARAMS, count_model_parameters, over_budget_reason
 from pyramid_lab.search.pruning import PRUNER_ATTR
 from pyramid_lab.search.results import write_results
+from pyramid_lab.search.scale import GROUP as SCALE_GROUP
+from pyramid_lab.search.scale import scale_settings, scale_wins
 from pyramid_lab.search.space import SearchSpace, format_value, parse_space
 from pyramid_lab.search.study import OVERRIDES, PARAMS, REASON, RUN_DIR, STATUS
 
@@ -83,7 +85,7 @@ class Search:
         # Heartbeats, stale-trial failing and trial constraints are marked experimental in Optuna 5;
         # they are the documented way to do what this search needs.
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        space = parse_space(_plain(self.settings.params), arguments, _plain(self.settings.conditions))
+        space = parse_space(self._params(), arguments, _plain(self.settings.conditions))
         if not space.distributions:
             raise ConfigError("hydra.sweeper.params: nothing to search (every parameter is fixed)")
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -94,6 +96,8 @@ class Search:
             directions=self.directions,
             load_if_exists=True,
         )
+        # optuna-dashboard and the optuna CLI name the objectives (else "Objective 0").
+        study.set_metric_names(self.objectives)
         dead = bookkeeping.fail_dead_trials(study)
         if dead:
             log.info(
@@ -121,6 +125,17 @@ class Search:
         write_results(study, self.sweep_dir, self.storage_url, self.objectives, self._winner_config)
         return study
 
+    def _params(self) -> dict[str, Any]:
+        """``hydra.sweeper.params`` with what the chosen scale sets fixed (pyramid_lab/search/scale.py)."""
+        choices = self.config.hydra.get("runtime", {}).get("choices", {})
+        settings = scale_settings(self.hydra_context.config_loader, choices.get(SCALE_GROUP))
+        params, fixed = scale_wins(_plain(self.settings.params), settings)
+        if fixed:
+            log.info(
+                "scale=%s fixes %s for every trial: not searched", choices[SCALE_GROUP], ", ".join(fixed)
+            )
+        return params
+
     def _batch_size(self, study: optuna.Study) -> int:
         trials = study.get_trials(deepcopy=False)
         # Trials that other sweepers sharing the study are running now hold their slots too.
@@ -145,6 +160,7 @@ class Search:
             f"++search.storage={format_value(self.storage_url)}",
             f"++search.study_name={format_value(study.study_name)}",
             f"++search.trial={trial.number}",
+            f"++row={format_value(trial_row(trial.number))}",  # the trial's name in the report
             f"hydra.sweep.subdir={trial.number}",  # the run folder is named by the trial's number
         ]
         trial.set_user_attr(OVERRIDES, overrides)
@@ -258,6 +274,11 @@ class Search:
         job = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
         check_trusted(job, source, trust, resolved=False)
         return cfg
+
+
+def trial_row(number: int) -> str:
+    """A trial's row in the report: short, and in trial order when sorted (up to trial 999)."""
+    return f"trial {number:03d}"
 
 
 def _check(settings: SearchSettings, objectives: list[str], directions: list[str]) -> None:
