@@ -9,12 +9,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from pyramid_lab.build import build, check_budget, count_parameters, instantiate, model_name
 from pyramid_lab.errors import ConfigError, RunStopped
 from pyramid_lab.runs.checkpoint import LAST, check_same_model, resume_checkpoint
+from pyramid_lab.runs.environment import environment
 from pyramid_lab.runs.lock import RunLock
 from pyramid_lab.runs.log_tree import (
     link_into_log_tree,
@@ -22,9 +23,11 @@ from pyramid_lab.runs.log_tree import (
     log_model_summary,
     run_label,
 )
+from pyramid_lab.runs.params import run_params
 from pyramid_lab.runs.provenance import code_version
 from pyramid_lab.runs.record import read_record
 from pyramid_lab.runs.recorder import RunRecord
+from pyramid_lab.runs.trackers import finish_trackers, log_recipe
 from pyramid_lab.training.predictions import TestPredictions
 
 log = logging.getLogger(__name__)
@@ -72,7 +75,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[
         record.config = OmegaConf.to_container(cfg, resolve=True)
         if trainer.is_global_zero:
             OmegaConf.save(record.config, run_dir / "config.yaml")
-            _join_log_tree(cfg, run_dir, overrides or [], run.loggers, run.module)
+            _join_log_tree(cfg, run_dir, overrides or [], run)
 
         # weights_only=True unless the user trusted a file that needs more (trust_checkpoint).
         trainer.fit(
@@ -88,7 +91,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[
         # The study reports the model after its last epoch, not the best checkpoint.
         trainer.test(run.module, datamodule=run.datamodule, verbose=False)
         record.finish("completed", **_final(trainer), **predictions_summary(trainer))
-        log_hparams_with_results(run.loggers, _hparams(record.config), record.data)
+        log_hparams_with_results(run.loggers, _hparams(cfg, trainer), record.data)
         return record.data
     except BaseException as error:
         status, message = stop_status(error)
@@ -97,15 +100,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[
             raise SystemExit(128 + signal.SIGTERM) from error
         raise
     finally:
-        _finish_trackers(loggers)
-
-
-def _finish_trackers(loggers: list[Any]) -> None:
-    # Lightning's WandbLogger reuses the process's wandb.run: without finish() the next job of a
-    # one-process sweep would log into this run.
-    for logger in loggers:
-        if isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is not None:
-            logger.experiment.finish()
+        finish_trackers(loggers, run_dir)  # pictures to MLflow and W&B; W&B's run closed
 
 
 def predictions_summary(trainer: pl.Trainer) -> dict[str, Any]:
@@ -124,31 +119,20 @@ def stop_status(error: BaseException) -> tuple[str, str]:
     return "failed", f"{type(error).__name__}: {error}"
 
 
-def _join_log_tree(
-    cfg: DictConfig, run_dir: Path, overrides: list[str], loggers: list[Any], module: Any
-) -> None:
+def _join_log_tree(cfg: DictConfig, run_dir: Path, overrides: list[str], run: Any) -> None:
+    """The run's place in the trackers: its link in the TensorBoard tree, its recipe and name in
+    the others, its model summary."""
     label = run_label(run_dir, overrides)
-    for logger in loggers:
+    for logger in run.loggers:
         if isinstance(logger, TensorBoardLogger):
             link_into_log_tree(Path(logger.log_dir), Path(cfg.paths.log_dir), cfg.task_name, label)
-    log_model_summary(loggers, module)
+    log_recipe(run.loggers, _hparams(cfg, run.trainer), label)
+    log_model_summary(run.loggers, run.module)
 
 
-def _hparams(config: dict[str, Any]) -> dict[str, Any]:
-    """The settings that distinguish runs (from the resolved config), for TensorBoard's HPARAMS tab."""
-    keep = (
-        "model",
-        "optimizer",
-        "scheduler",
-        "activation",
-        "module",
-        "data",
-        "trainer",
-        "seed",
-        "table",
-        "row",
-    )
-    return {key: config[key] for key in keep if key in config}
+def _hparams(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
+    """The run's recipe and environment, one flat set for every tracker (pyramid_lab.runs.params)."""
+    return run_params(cfg, environment(trainer))
 
 
 def _previous_record(run_dir: Path) -> dict[str, Any]:
