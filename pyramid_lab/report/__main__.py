@@ -10,18 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
-# The figures are drawn on Figure objects and saved through Agg: no pyplot, no display needed.
-from pyramid_lab.report.collect import ReportError, collect_runs
-from pyramid_lab.report.render import terminal_text
-from pyramid_lab.report.tables import build_tables
-from pyramid_lab.report.write import check_usable, write_outputs
+from pyramid_lab import command_name
 
 SEARCH_RESULTS = "optimization_results.yaml"  # pyramid_lab.search.results.RESULTS_NAME
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pyramid_lab.report",
+        prog=command_name("pyramid_lab.report"),
         description="Write results.md, results.csv, curves.png, <table>.png and <table>_effects.png "
         "for every run under DIR.",
     )
@@ -32,6 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", metavar="OUTDIR", default=None, help="where to write (default: DIR)")
     args = parser.parse_args(argv)
+    # Imported once the arguments are read: --help and a bad argument answer without matplotlib.
+    # The figures are drawn on Figure objects and saved through Agg: no pyplot, no display needed.
+    from pyramid_lab.report.collect import ReportError, collect_runs
+    from pyramid_lab.report.render import terminal_text
+    from pyramid_lab.report.tables import build_tables
+    from pyramid_lab.report.write import check_usable, write_outputs
+
     try:
         collected = collect_runs(args.dir)
     except ReportError as error:
