@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     print(terminal_text(tables))
     counts = f"{_count(len(collected.runs), 'run')} in {_count(len(tables), 'table')}"
     figures = _count(len(paths.tables), "table figure") + f", {_count(len(paths.effects), 'effects figure')}"
-    files = f"{paths.markdown.name}, {paths.csv.name}, {paths.curves.name}, {figures}"
+    every_table = "" if paths.curves in paths.tables.values() else f"{paths.curves.name}, "
+    files = f"{paths.markdown.name}, {paths.csv.name}, {every_table}{figures}"
     if searches:
         files += f", the search section of {_count(len(searches), 'search')}"
     print(f"\n{counts}; wrote {files} in {paths.markdown.parent}")

@@ -222,11 +222,15 @@ def study_figure(tables: Sequence[Table]) -> Figure:
 
 
 def write_figures(tables: Sequence[Table], out_dir: Path) -> tuple[Path, dict[str, Path]]:
-    """Write ``curves.png`` and ``<table>.png`` per table into out_dir; returns their paths."""
+    """Write ``<table>.png`` per table into out_dir and, for two tables or more, ``curves.png``
+    with all of them. Returns the figure of every table (the table's own when there is one: a
+    ``curves.png`` would be the same picture again) and each table's."""
     paths = {}
     for table in tables:
         paths[table.name] = out_dir / f"{_file_name(table.name)}.png"
         save_png(table_figure(table), paths[table.name], dpi=110)
+    if len(paths) == 1:
+        return next(iter(paths.values())), paths
     curves = out_dir / "curves.png"
     save_png(study_figure(tables), curves, dpi=90)
     return curves, paths
