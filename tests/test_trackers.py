@@ -235,3 +235,26 @@ def test_the_record_names_the_precision_and_device_it_ran_on(tmp_path):
     assert record["device_name"] and "bf16" in record["cpu_bf16"]
     assert record["torch"] == torch.__version__ and record["lightning"] == pl.__version__
     assert read_record(tmp_path)["precision"] == record["precision"]  # in metrics.json
+
+
+def test_a_tracker_gone_at_the_end_is_a_warning_not_a_failed_run(tmp_path, caplog):
+    pytest.importorskip("mlflow", reason="MLflow is an optional extra: pip install -e '.[trackers]'")
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    from pyramid_lab.runs.trackers import finish_trackers
+
+    class Gone(MLFlowLogger):
+        """An MLflow server that stopped answering after the run started."""
+
+        @property
+        def experiment(self):
+            raise ConnectionError("mlflow.example:5000 refused the connection")
+
+        @property
+        def run_id(self) -> str:
+            return "0" * 32
+
+    (tmp_path / "confusion.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with caplog.at_level("WARNING", logger="pyramid_lab.runs.trackers"):
+        finish_trackers([Gone(tracking_uri="http://mlflow.example:5000")], tmp_path)
+    assert "could not upload the pictures" in caplog.text and "refused the connection" in caplog.text
