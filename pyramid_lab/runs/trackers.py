@@ -17,7 +17,7 @@ from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger, WandbLogg
 
 log = logging.getLogger(__name__)
 
-# The run folder's pictures (pyramid_lab.training.predictions, the report's curves when present).
+# The run folder's pictures: confusion.png and confident_wrong.png (pyramid_lab.training.predictions).
 PICTURES = "*.png"
 
 
