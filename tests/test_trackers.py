@@ -258,3 +258,21 @@ def test_a_tracker_gone_at_the_end_is_a_warning_not_a_failed_run(tmp_path, caplo
     with caplog.at_level("WARNING", logger="pyramid_lab.runs.trackers"):
         finish_trackers([Gone(tracking_uri="http://mlflow.example:5000")], tmp_path)
     assert "could not upload the pictures" in caplog.text and "refused the connection" in caplog.text
+
+
+def test_the_param_set_is_the_recipe_once_for_any_composition(tmp_path):
+    from pyramid_lab.runs.params import run_params
+
+    # A list of tricks, one whose settings point at keys this scheduler lacks (${scheduler.T_0}):
+    # a reference is left out, never resolved, so a broken one cannot stop the run.
+    cfg = compose_config(
+        [*RUN, "tricks=[snapshot_ensemble,ema,cutout]", "scheduler=multistep", "optimizer=adam"], tmp_path
+    )
+    params = run_params(cfg, {"precision": "32-true", "device": "cpu"})
+    assert (params["optimizer"], params["scheduler"], params["callbacks/ema"]) == ("Adam", "multistep", "EMA")
+    assert params["scheduler/milestones"] == str(list(cfg.scheduler.milestones))
+    assert params["callbacks/ema/decay"] == cfg.callbacks.ema.decay and params["data/cutout/size"] == 16
+    assert "callbacks/snapshot_ensemble/T_0" not in params and params["callbacks/snapshot_ensemble"]
+    assert params["trainer/precision"] == "32-true" and params["env/device"] == "cpu"
+    assert not [k for k, v in params.items() if isinstance(v, str) and v.startswith(str(tmp_path))]
+    assert_clean(params)
