@@ -220,9 +220,9 @@ def test_tensorboard_hparams_are_the_same_clean_set(tracked):
 
 def assert_clean(params: dict) -> None:
     """No Hydra bookkeeping keys, no second copy of a group (module/optimizer/* beside optimizer/*),
-    no file locations, and the precision the run used instead of auto."""
+    no file locations or checkpointing settings, and the precision the run used instead of auto."""
     assert not [k for k in params if k.rsplit("/", 1)[-1] in ("_target_", "_partial_")]
-    copies = ("module/optimizer/", "module/scheduler/", "paths/", "logger/")
+    copies = ("module/optimizer/", "module/scheduler/", "paths/", "logger/", "callbacks/model_checkpoint")
     assert not [k for k in params if k.startswith(copies)]
     assert "data/seed" not in params and "model/num_classes" not in params  # ${seed}, ${data.num_classes}
     assert params["trainer/precision"] in ("bf16-mixed", "32-true")

@@ -8,7 +8,8 @@ From the composed config, resolved, flattened with ``/`` (``optimizer/lr``, ``mo
 - a value that only repeats another key (``module.optimizer: ${optimizer}``, ``data.seed: ${seed}``)
   is dropped: the key it points to is there;
 - where a run writes (``paths``, file locations under them), how it is logged (``logger``,
-  ``hydra``) and how it is started (``mode``, ``resume``, ...) are not part of the recipe;
+  ``hydra``), saved or shown (checkpoints, progress bar, pictures: ``SAVE_OR_SHOW``) and how it is
+  started (``mode``, ``resume``, ...) are not part of the recipe;
 - ``trainer/precision`` is the precision the run used (``auto`` resolved), and the run's
   environment (device, versions: pyramid_lab.runs.environment) is added under ``env/``.
 """
@@ -26,6 +27,17 @@ Param = bool | int | float | str | None
 # Top-level keys that say where and how a run is started, logged or stored, not what it trains.
 NOT_RECIPE = ("paths", "logger", "hydra", "predict", "mode", "ckpt_path", "resume", "trust_checkpoint")
 _REFERENCE = re.compile(r"^\$\{[\w.]+\}$")  # ${optimizer}, ${data.num_classes}: another key's value
+# Classes that save or show a run (checkpoints, progress bar, pictures), whatever their settings:
+# not what it trains. Their settings would be a third of the params and none of the recipe.
+SAVE_OR_SHOW = (
+    "AtomicCheckpointIO",
+    "ImageLogger",
+    "InterruptCheckpoint",
+    "ModelCheckpoint",
+    "RichProgressBar",
+    "TestPredictions",
+    "TQDMProgressBar",
+)
 
 
 def run_params(cfg: DictConfig, environment: Mapping[str, Any] | None = None) -> dict[str, Param]:
@@ -66,9 +78,11 @@ def _flatten(name: str, parent: Container, key: Any, places: tuple[str, ...], ou
     except Exception:
         return
     if isinstance(value, DictConfig):
+        if _class_name(value) in SAVE_OR_SHOW:
+            return
         for child in value:
             if child == "_target_":
-                out[name] = str(value[child]).rsplit(".", 1)[-1]
+                out[name] = _class_name(value)
             elif child != "_partial_":
                 _flatten(f"{name}/{child}", value, child, places, out)
     elif isinstance(value, ListConfig):
@@ -82,3 +96,8 @@ def _flatten(name: str, parent: Container, key: Any, places: tuple[str, ...], ou
                 return
     elif not (isinstance(value, str) and places and value.startswith(places)):
         out[name] = value
+
+
+def _class_name(node: DictConfig) -> str | None:
+    target = node.get("_target_")
+    return None if target is None else str(target).rsplit(".", 1)[-1]
