@@ -24,3 +24,13 @@ def config_dir() -> str:
             '(in a checkout: pip install -e ".[dev]", again after a pull that changed pyproject.toml)'
         )
     return spec.submodule_search_locations[0]
+
+
+def command_name(module: str) -> str:
+    """How the user started a command, for its usage line: the console script's name
+    (``pyramid-lab-report``), else ``python -m <module>``."""
+    import os
+    import sys
+
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("pyramid-lab") else f"python -m {module}"

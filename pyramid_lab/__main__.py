@@ -27,10 +27,12 @@ def main(cfg: DictConfig) -> float | None:
     # Imported here, after Hydra parsed the command line: --help and bad overrides stay fast.
     from lightning_fabric.utilities.rank_zero import rank_zero_only
 
+    from pyramid_lab import warnings_filter
     from pyramid_lab.launch.ddp import install as install_ddp_launch
 
     hydra_cfg = HydraConfig.get()
     install_ddp_launch()
+    warnings_filter.install()  # third-party noise silenced with reasons; the rest once per sweep
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         record = run(cfg, list(hydra_cfg.overrides.task))

@@ -10,7 +10,7 @@ from typing import Any
 import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from pyramid_lab.build import (
@@ -31,6 +31,7 @@ from pyramid_lab.runs.checkpoint import (
     remove_orphan_best,
     resume_checkpoint,
 )
+from pyramid_lab.runs.environment import environment
 from pyramid_lab.runs.folder_config import (
     refuse_changed_config,
     refuse_unresumable,
@@ -45,9 +46,11 @@ from pyramid_lab.runs.log_tree import (
     log_model_summary,
     run_label,
 )
+from pyramid_lab.runs.params import run_params
 from pyramid_lab.runs.provenance import code_version
 from pyramid_lab.runs.record import read_record
 from pyramid_lab.runs.recorder import RunRecord
+from pyramid_lab.runs.trackers import finish_trackers, log_recipe
 from pyramid_lab.training.predictions import TestPredictions
 
 log = logging.getLogger(__name__)
@@ -100,7 +103,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[
                 run_dir, record.config, record.attempt, any("config" in a for a in record.earlier)
             )
             record.note_attempt(config=config_file, overrides=list(overrides or []))
-            _join_log_tree(cfg, run_dir, overrides or [], run.loggers, run.module)
+            _join_log_tree(cfg, run_dir, overrides or [], run)
 
         # weights_only=True unless the user trusted a file that needs more (trust_checkpoint).
         trainer.fit(
@@ -116,7 +119,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[
         # The study reports the model after its last epoch, not the best checkpoint.
         trainer.test(run.module, datamodule=run.datamodule, verbose=False)
         record.finish("completed", **_final(trainer), **predictions_summary(trainer))
-        log_hparams_with_results(run.loggers, _hparams(record.config), record.data)
+        log_hparams_with_results(run.loggers, _hparams(cfg, trainer), record.data)
         return record.data
     except BaseException as caught:
         error = caught
@@ -137,7 +140,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[
             raise error from None
         raise
     finally:
-        _finish_trackers(loggers)
+        finish_trackers(loggers, run_dir)  # pictures to MLflow and W&B; W&B's run closed
 
 
 def _take_over(
@@ -171,14 +174,6 @@ def _take_over(
     return resume, changes
 
 
-def _finish_trackers(loggers: list[Any]) -> None:
-    # Lightning's WandbLogger reuses the process's wandb.run: without finish() the next job of a
-    # one-process sweep would log into this run.
-    for logger in loggers:
-        if isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is not None:
-            logger.experiment.finish()
-
-
 def predictions_summary(trainer: pl.Trainer) -> dict[str, Any]:
     """Per-class test accuracy and the confusion matrix, from the TestPredictions callback."""
     return next((c.summary for c in trainer.callbacks if isinstance(c, TestPredictions)), {})
@@ -196,31 +191,20 @@ def stop_status(error: BaseException, signum: signal.Signals = signal.SIGTERM) -
     return "failed", f"{type(error).__name__}: {error}"
 
 
-def _join_log_tree(
-    cfg: DictConfig, run_dir: Path, overrides: list[str], loggers: list[Any], module: Any
-) -> None:
+def _join_log_tree(cfg: DictConfig, run_dir: Path, overrides: list[str], run: Any) -> None:
+    """The run's place in the trackers: its link in the TensorBoard tree, its recipe and name in
+    the others, its model summary."""
     label = run_label(run_dir, overrides)
-    for logger in loggers:
+    for logger in run.loggers:
         if isinstance(logger, TensorBoardLogger):
             link_into_log_tree(Path(logger.log_dir), Path(cfg.paths.log_dir), cfg.task_name, label)
-    log_model_summary(loggers, module)
+    log_recipe(run.loggers, _hparams(cfg, run.trainer), label)
+    log_model_summary(run.loggers, run.module)
 
 
-def _hparams(config: dict[str, Any]) -> dict[str, Any]:
-    """The settings that distinguish runs (from the resolved config), for TensorBoard's HPARAMS tab."""
-    keep = (
-        "model",
-        "optimizer",
-        "scheduler",
-        "activation",
-        "module",
-        "data",
-        "trainer",
-        "seed",
-        "table",
-        "row",
-    )
-    return {key: config[key] for key in keep if key in config}
+def _hparams(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
+    """The run's recipe and environment, one flat set for every tracker (pyramid_lab.runs.params)."""
+    return run_params(cfg, environment(trainer))
 
 
 def _previous_record(run_dir: Path) -> dict[str, Any]:

@@ -58,4 +58,4 @@ def test_ablations_notebook_makes_and_reports_a_demo_sweep(tmp_path, monkeypatch
     assert list(tmp_path.glob("pyramid_lab-demo-sweep-*/0/metrics.json"))
     assert "making a demo sweep" in joined
     assert "| scheduler=cosine" in joined and "| scheduler=exp" in joined
-    assert "results.md" in joined and "curves.png" in joined
+    assert "results.md" in joined and "runs.png" in joined  # the one table's figure

@@ -179,6 +179,7 @@ def started(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> I
         ),
         "pyramid-lab --help": ([bin_dir / "pyramid-lab", "--help"], root / "help"),
         "pyramid-lab-report --help": ([bin_dir / "pyramid-lab-report", "--help"], root / "help"),
+        "pyramid-lab-bench --help": ([bin_dir / "pyramid-lab-bench", "--help"], root / "help"),
     }
     # PYTHONPATH=. as in the docs: the user's folder, for their module (the others do not need it).
     launched = {name: Started(command, cwd, installed.env(".")) for name, (command, cwd) in commands.items()}
@@ -268,10 +269,11 @@ def test_every_command_has_help_that_lists_the_groups_and_the_common_commands(in
     }
     assert {"experiment", "model", "tricks"} <= set(expected)
     assert {group: listed.get(group) for group in expected} == expected
-    assert "DIR" in check(started["pyramid-lab-report --help"].result()).stdout
+    report_help = check(started["pyramid-lab-report --help"].result()).stdout
+    assert report_help.startswith("usage: pyramid-lab-report ") and "DIR" in report_help
+    assert check(started["pyramid-lab-bench --help"].result()).stdout.startswith("usage: pyramid-lab-bench ")
     assert "== Common commands ==" in app_help  # conf/hydra/help/pyramid_lab.yaml
     assert "pyramid-lab-report" in app_help and "hydra.searchpath" in app_help
-    # pyramid-lab-bench --help would only repeat the import of torch: its function is checked below.
 
 
 def test_every_console_command_is_a_function_that_returns_an_exit_status():
@@ -332,3 +334,27 @@ def test_code_version_names_the_commit_of_a_checkout_only(tmp_path, monkeypatch)
     assert code_version(tmp_path)["git_commit"] is None  # no repository at all
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))  # no git executable
     assert code_version(package)["git_commit"] is None
+
+
+HELP_PROBE = """\
+import importlib, sys
+command, target = sys.argv[1], sys.argv[2]
+sys.argv = [f"/venv/bin/{command}", "--help"]  # what a console script's Python sees
+module, _, name = target.partition(":")
+try:
+    getattr(importlib.import_module(module), name)()
+except SystemExit:
+    pass
+heavy = ("torch", "pytorch_lightning", "lightning_fabric", "matplotlib", "statsmodels", "optuna")
+print("imported:", *[m for m in heavy if m in sys.modules])
+"""
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_answers_help_with_its_own_name_before_importing_torch(command, tmp_path):
+    # Not timed (a shared machine's timings say little); what made --help slow was importing torch
+    # and Lightning (seconds) before reading the arguments.
+    result = check(run([sys.executable, "-c", HELP_PROBE, command, COMMANDS[command]], tmp_path))
+    assert result.stdout.rstrip().splitlines()[-1] == "imported:", result.stdout
+    first = result.stdout.lstrip().splitlines()[0]
+    assert first.startswith(f"usage: {command} " if command != "pyramid-lab" else "pyramid-lab "), first

@@ -224,6 +224,26 @@ def test_figures_exist_and_are_pngs(sweeps):
     assert paths.markdown.parent == sweeps / "multirun" / "2026-11-28"
 
 
+def test_no_figure_is_written_twice_and_none_is_blank(sweeps, tmp_path):
+    import hashlib
+
+    from matplotlib.image import imread
+
+    one = write_report(sweeps / "multirun" / "2026-11-28", tmp_path / "one")
+    both = write_report(sweeps / "multirun", tmp_path / "both")
+    assert len(both.tables) == 2 and both.curves == tmp_path / "both" / "curves.png"
+    # One table: its figure is the figure of every table; no curves.png repeating it.
+    assert one.curves == one.tables["table3_schedulers"] and not (tmp_path / "one" / "curves.png").exists()
+    for out in (tmp_path / "one", tmp_path / "both"):
+        pngs = sorted(out.glob("*.png"))
+        digests = [hashlib.sha256(png.read_bytes()).hexdigest() for png in pngs]
+        assert len(set(digests)) == len(pngs), pngs
+        for png in pngs:
+            pixels = imread(png)[..., :3]
+            drawn = (pixels < 0.9).any(axis=-1).mean()  # the share of pixels that are not white
+            assert pixels.shape[0] > 200 and pixels.shape[1] > 200 and 0.01 < drawn < 0.9, (png, drawn)
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "no_records", "a_file"])
 def test_unusable_folder_is_one_line_and_exit_2(tmp_path, capsys, case):
     folder = tmp_path / "sweep"
@@ -364,7 +384,8 @@ def test_report_on_a_real_sweep(tmp_path):
         assert line["status"] == "completed" and 0 <= float(line["test_acc_pct"]) <= 100
         assert line["epochs_max"] == "1" and int(line["params"]) > 0
     assert "| scheduler=cosine" in result.stdout
-    assert (sweep / "curves.png").stat().st_size > 0 and (sweep / "runs.png").stat().st_size > 0
+    # One table: its figure, and no curves.png repeating it.
+    assert (sweep / "runs.png").stat().st_size > 0 and not (sweep / "curves.png").exists()
 
 
 def test_out_must_be_a_folder(sweeps, capsys):

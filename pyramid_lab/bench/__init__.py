@@ -8,7 +8,26 @@ header, median and spread, and PASS/FAIL against the targets that apply, and wri
 record per measurement (``timing.Record``).
 """
 
-from pyramid_lab.bench.cli import main, make_plan, run
-from pyramid_lab.bench.timing import Record
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for readers and type checkers; at run time each name loads on first use
+    from pyramid_lab.bench.cli import main, make_plan, run
+    from pyramid_lab.bench.timing import Record
+
+# Loaded on first use (PEP 562): `pyramid-lab-bench --help` does not import torch (seconds).
+_EXPORTS = {
+    "Record": "pyramid_lab.bench.timing",
+    "main": "pyramid_lab.bench.cli",
+    "make_plan": "pyramid_lab.bench.cli",
+    "run": "pyramid_lab.bench.cli",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
 
 __all__ = ["Record", "main", "make_plan", "run"]

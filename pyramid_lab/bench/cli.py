@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -13,13 +12,13 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from pyramid_lab.bench.data import bench_data
 from pyramid_lab.bench.interleave import Windows
+from pyramid_lab.bench.options import PLANS, parser
 from pyramid_lab.bench.timing import Record, hardware
 from pyramid_lab.bench.train import Contender, ModelSpec, bench_training
 from pyramid_lab.models.pyramidnet import PyramidNet, pyramidnet196_a48
@@ -44,7 +43,6 @@ TINY_MODELS = [
     ),
     ModelSpec("tiny_pyramidnet8_a4", partial(PyramidNet, depth=8, alpha=4)),
 ]
-PLANS = ("quick", "cpu", "gpu")
 H200_IMAGES_PER_S = 25_000  # pyramidnet196_a48 + ShakeDrop, batch 256, bf16 (the issue's goal)
 DATA_SPEEDUP = 10.0  # our pipeline against torchvision's, per image, on a CPU
 LIGHTNING_RATIO = 0.95  # Lightning's training step within 5% of the plain loop
@@ -336,82 +334,13 @@ def table(records: list[Record], header: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m pyramid_lab.bench",
-        description=(
-            "Data pipeline and training-step throughput against torchvision and a plain PyTorch "
-            "loop, per precision and compile mode, SAM's cost, and peak memory, on whatever device "
-            "is present; the configurations of each comparison are timed in turn, window by window."
-        ),
-    )
-    p.add_argument(
-        "--plan",
-        choices=PLANS,
-        help="quick: about a minute on a 2-core CPU; cpu: "
-        "everything on CPU stand-ins (a few minutes); gpu: the study's model on one GPU "
-        "(under 8 minutes). Default: gpu on cuda, cpu on cpu",
-    )
-    p.add_argument("--quick", action="store_true", help="the same as --plan quick")
-    p.add_argument(
-        "--tiny",
-        action="store_true",
-        help="toy models and windows: to test a plan (e.g. --plan gpu) on a CPU",
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        help="write the header and records as JSON to this file (rewritten after every item)",
-    )
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
-    p.add_argument(
-        "--num-workers",
-        type=int,
-        default=0,
-        help="DataLoader workers for both data pipelines (the plan's counts as well)",
-    )
-    p.add_argument("--batch-size", type=int, help="training batch (default: 256 on cuda, 32 on cpu)")
-    p.add_argument(
-        "--window-s", type=float, help="seconds per timed window (default: 2 on a CPU, 1 on a GPU)"
-    )
-    p.add_argument("--windows", type=int, help="timed windows per configuration (default 5)")
-    p.add_argument(
-        "--clock",
-        choices=("wall", "cpu"),
-        default="wall",
-        help="wall: elapsed time; "
-        "cpu: this process's CPU time (a CPU shared with other jobs: leaves out the time "
-        "they hold the cores; with --threads 1 it is the steps' own compute)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="torch intra-op threads (default: torch's choice); 1 on a shared machine, "
-        "where spinning OpenMP threads collapse when other jobs hold the cores",
-    )
-    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend")
-    p.add_argument(
-        "--compile-mode",
-        default="default",
-        help="torch.compile mode (module.compile_mode): default, reduce-overhead (CUDA graphs), max-autotune",
-    )
-    p.add_argument(
-        "--divergence-check-every",
-        type=int,
-        default=100,
-        help="steps between reads of the module's finite-loss flag, each a host-device sync "
-        "(module.divergence_check_every)",
-    )
-    return p
-
-
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> list[Record]:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         _fail("--device cuda but torch.cuda.is_available() is False; use --device cpu")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

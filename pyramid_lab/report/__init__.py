@@ -13,35 +13,87 @@ can detect). The same steps from Python (a notebook)::
     paths = write_report("multirun/2026-11-28/10-00-00")
 """
 
-from pyramid_lab.report.collect import (
-    UNTABLED,
-    Collected,
-    RecordError,
-    ReportError,
-    Run,
-    collect_runs,
-)
-from pyramid_lab.report.figures import (
-    effects_figure,
-    plot_curves,
-    plot_effects,
-    plot_test_accuracy,
-    study_figure,
-    table_figure,
-)
-from pyramid_lab.report.power import paired_detectable_difference, recipe_detectable_difference, seeds_needed
-from pyramid_lab.report.render import csv_text, markdown_table, terminal_text
-from pyramid_lab.report.significance import (
-    Effect,
-    Pair,
-    Predictions,
-    compare,
-    holm,
-    load_predictions,
-)
-from pyramid_lab.report.study import BASELINE_ROWS
-from pyramid_lab.report.tables import Row, Table, build_tables
-from pyramid_lab.report.write import ReportPaths, ReportWarning, load_runs, write_report
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for readers and type checkers; at run time each name loads on first use
+    from pyramid_lab.report.collect import (
+        UNTABLED,
+        Collected,
+        RecordError,
+        ReportError,
+        Run,
+        collect_runs,
+    )
+    from pyramid_lab.report.figures import (
+        effects_figure,
+        plot_curves,
+        plot_effects,
+        plot_test_accuracy,
+        study_figure,
+        table_figure,
+    )
+    from pyramid_lab.report.power import (
+        paired_detectable_difference,
+        recipe_detectable_difference,
+        seeds_needed,
+    )
+    from pyramid_lab.report.render import csv_text, markdown_table, terminal_text
+    from pyramid_lab.report.significance import (
+        Effect,
+        Pair,
+        Predictions,
+        compare,
+        holm,
+        load_predictions,
+    )
+    from pyramid_lab.report.study import BASELINE_ROWS
+    from pyramid_lab.report.tables import Row, Table, build_tables
+    from pyramid_lab.report.write import ReportPaths, ReportWarning, load_runs, write_report
+
+# The module each public name lives in. Loaded on first use (PEP 562): `pyramid-lab-report --help`
+# and `import pyramid_lab.report.__main__` do not pay for matplotlib and statsmodels (seconds).
+_EXPORTS = {
+    "BASELINE_ROWS": "pyramid_lab.report.study",
+    "Collected": "pyramid_lab.report.collect",
+    "Effect": "pyramid_lab.report.significance",
+    "Pair": "pyramid_lab.report.significance",
+    "Predictions": "pyramid_lab.report.significance",
+    "RecordError": "pyramid_lab.report.collect",
+    "ReportError": "pyramid_lab.report.collect",
+    "ReportPaths": "pyramid_lab.report.write",
+    "ReportWarning": "pyramid_lab.report.write",
+    "Row": "pyramid_lab.report.tables",
+    "Run": "pyramid_lab.report.collect",
+    "Table": "pyramid_lab.report.tables",
+    "UNTABLED": "pyramid_lab.report.collect",
+    "build_tables": "pyramid_lab.report.tables",
+    "collect_runs": "pyramid_lab.report.collect",
+    "compare": "pyramid_lab.report.significance",
+    "csv_text": "pyramid_lab.report.render",
+    "effects_figure": "pyramid_lab.report.figures",
+    "holm": "pyramid_lab.report.significance",
+    "load_predictions": "pyramid_lab.report.significance",
+    "load_runs": "pyramid_lab.report.write",
+    "markdown_table": "pyramid_lab.report.render",
+    "paired_detectable_difference": "pyramid_lab.report.power",
+    "plot_curves": "pyramid_lab.report.figures",
+    "plot_effects": "pyramid_lab.report.figures",
+    "plot_test_accuracy": "pyramid_lab.report.figures",
+    "recipe_detectable_difference": "pyramid_lab.report.power",
+    "seeds_needed": "pyramid_lab.report.power",
+    "study_figure": "pyramid_lab.report.figures",
+    "table_figure": "pyramid_lab.report.figures",
+    "terminal_text": "pyramid_lab.report.render",
+    "write_report": "pyramid_lab.report.write",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
 
 __all__ = [
     "BASELINE_ROWS",

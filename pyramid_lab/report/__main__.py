@@ -14,12 +14,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-# The figures are drawn on Figure objects and saved through Agg: no pyplot, no display needed.
-from pyramid_lab.report.collect import ReportError, collect_runs
-from pyramid_lab.report.plan import plan_main
-from pyramid_lab.report.render import terminal_text
-from pyramid_lab.report.tables import build_tables
-from pyramid_lab.report.write import check_usable, output_folder, write_outputs
+from pyramid_lab import command_name
 
 SEARCH_RESULTS = "optimization_results.yaml"  # pyramid_lab.search.results.RESULTS_NAME
 
@@ -27,9 +22,11 @@ SEARCH_RESULTS = "optimization_results.yaml"  # pyramid_lab.search.results.RESUL
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["plan"]:  # a sweep folder named plan: python -m pyramid_lab.report ./plan
+        from pyramid_lab.report.plan import plan_main
+
         return plan_main(argv[1:])
     parser = argparse.ArgumentParser(
-        prog="python -m pyramid_lab.report",
+        prog=command_name("pyramid_lab.report"),
         description="Write results.md, results.csv, curves.png, <table>.png and <table>_effects.png "
         "for every run under DIR. 'python -m pyramid_lab.report plan --help': how many seeds a "
         "recipe claim needs.",
@@ -41,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", metavar="OUTDIR", default=None, help="where to write (default: DIR)")
     args = parser.parse_args(argv)
+    # Imported once the arguments are read: --help and a bad argument answer without matplotlib.
+    # The figures are drawn on Figure objects and saved through Agg: no pyplot, no display needed.
+    from pyramid_lab.report.collect import ReportError, collect_runs
+    from pyramid_lab.report.render import terminal_text
+    from pyramid_lab.report.tables import build_tables
+    from pyramid_lab.report.write import check_usable, output_folder, write_outputs
+
     try:
         collected = collect_runs(args.dir)
         out = output_folder(collected.root, args.out)
@@ -64,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     print(terminal_text(tables))
     counts = f"{_count(len(collected.runs), 'run')} in {_count(len(tables), 'table')}"
     figures = _count(len(paths.tables), "table figure") + f", {_count(len(paths.effects), 'effects figure')}"
-    files = f"{paths.markdown.name}, {paths.csv.name}, {paths.curves.name}, {figures}"
+    every_table = "" if paths.curves in paths.tables.values() else f"{paths.curves.name}, "
+    files = f"{paths.markdown.name}, {paths.csv.name}, {every_table}{figures}"
     if searches:
         files += f", the search section of {_count(len(searches), 'search')}"
     print(f"\n{counts}; wrote {files} in {paths.markdown.parent}")

@@ -344,7 +344,9 @@ def study_figure(tables: Sequence[Table]) -> Figure:
 
 
 def write_figures(tables: Sequence[Table], out_dir: Path) -> tuple[Path, dict[str, Path]]:
-    """Write ``<table>.png`` per table and ``curves.png`` into out_dir; returns their paths.
+    """Write ``<table>.png`` per table into out_dir and, for two tables or more, ``curves.png``.
+    Returns the figure of every table (the table's own when there is one: a ``curves.png`` would
+    be the same picture again) and each table's.
 
     Each table is drawn once: curves.png is the first ``MAX_STUDY_TABLES`` tables' images stacked
     (the picture :func:`study_figure` draws, without drawing every table a second time).
@@ -365,6 +367,8 @@ def write_figures(tables: Sequence[Table], out_dir: Path) -> tuple[Path, dict[st
                 stacked = np.empty((shown * image.shape[0], *image.shape[1:]), dtype=np.uint8)
             height = image.shape[0]
             stacked[number * height : (number + 1) * height] = image
+    if len(paths) == 1:
+        return next(iter(paths.values())), paths
     curves = out_dir / "curves.png"
     if stacked is not None:
         _save_image(stacked, curves)

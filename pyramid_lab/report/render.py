@@ -110,8 +110,9 @@ def markdown_document(
     effect_figures = effect_figures or {}
     out_dir = out_dir or source
     parts = [f"# Results: {source}", "", NOTE, "", EFFECT_NOTE, "", study_claims_text()]
-    shown = "all tables" if len(tables) <= MAX_STUDY_TABLES else f"the first {MAX_STUDY_TABLES} tables"
-    parts += ["", f"Figures: {shown} in [curves.png](curves.png)."]
+    if len(tables) > 1:  # with one table, its own figure is the only one (report/figures.py)
+        shown = "all tables" if len(tables) <= MAX_STUDY_TABLES else f"the first {MAX_STUDY_TABLES} tables"
+        parts += ["", f"Figures: {shown} in [curves.png](curves.png)."]
     for table in tables:
         parts += ["", f"## {table.name}", "", markdown_table(table)]
         effects = effects_table(table, _md)

@@ -25,7 +25,7 @@ class ReportPaths:
 
     markdown: Path
     csv: Path
-    curves: Path
+    curves: Path  # every table's curves: curves.png, or with one table that table's figure
     tables: dict[str, Path]
     effects: dict[str, Path] = field(default_factory=dict)
 

@@ -4,7 +4,9 @@ file reports and tests read, pyramid_lab.runs.record) and the run's state in eve
 The record is written atomically at the start of a run with status ``running``, after every epoch
 with the history so far, and at the end with the final status (``completed``, ``failed``,
 ``diverged``, ``interrupted``, ``pruned``). A run killed outright therefore still says
-``running``: it never looks finished.
+``running``: it never looks finished. From the trainer's setup on, it names what the run ran on as
+Lightning resolved it (``precision``, ``device``, ``device_count``, ``device_name``, ``torch``,
+``lightning``: pyramid_lab.runs.environment).
 
 A rerun into the same folder (a resume, a longer run, ``resume=false``) is a new attempt: the
 record's ``attempts`` lists every attempt (status, epochs, error, start and end, final metrics, its
@@ -25,6 +27,7 @@ from typing import Any
 import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 
+from pyramid_lab.runs.environment import environment
 from pyramid_lab.runs.record import RECORD_NAME, STATUSES, write_record
 
 log = logging.getLogger(__name__)
@@ -134,6 +137,10 @@ class RunRecord(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.data["history"] = list(state_dict["history"])
         self.wall_time_before = state_dict.get("wall_time_s") or 0.0
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # What the run ran on, as Lightning resolved it (precision=auto -> bf16-mixed or 32-true).
+        self.update(**environment(trainer))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:

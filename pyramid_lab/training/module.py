@@ -103,7 +103,9 @@ class Classifier(pl.LightningModule):
                 f"module.label_smoothing={label_smoothing} must be in [0, 1) (0.1 in the study)"
             )
         _check_optimizer_settings(optimizer)
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "mixing"])
+        # Kept in checkpoints, not sent to the trackers: they get the whole recipe, these flags
+        # included, from pyramid_lab.runs.params (the module's own would be a second, partial copy).
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "mixing"], logger=False)
         self.mixing = mixing
         self.net = net
         self.optimizer_factory = optimizer

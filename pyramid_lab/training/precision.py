@@ -3,9 +3,11 @@
 On an x86 CPU with AMX (``amx_bf16``) or AVX512-BF16 (``avx512_bf16``), oneDNN runs bf16
 convolutions and matrix products in hardware, and ``bf16-mixed`` (``torch.autocast("cpu",
 dtype=torch.bfloat16)``) is the faster choice. Without them bf16 is emulated through fp32 and
-slower: a training step at about 0.3x fp32's on this project's AMD EPYC, which has AVX2 only
-(``python -m pyramid_lab.bench --quick``, the README's Speed section), so ``auto`` keeps fp32 there. An
-explicit precision (``trainer.precision=32-true``, ``bf16-mixed``, ...) is always used as given.
+slower: a training step at about 0.3x fp32's on an AMD EPYC with AVX2 only (``python -m
+pyramid_lab.bench --quick``, the README's Speed section), so ``auto`` keeps fp32 there; an EPYC
+with ``avx512_bf16`` (Zen 4 on) gets bf16. An explicit precision (``trainer.precision=32-true``,
+``bf16-mixed``, ...) is always used as given. What a run used is recorded in its ``metrics.json``
+(``precision``, ``cpu_bf16``: pyramid_lab.runs.environment).
 """
 
 from __future__ import annotations
