@@ -26,8 +26,8 @@ FLIP = True  # random left-right flips, p = 0.5
 # One torch thread each on a CPU: torchvision's per-image work runs in one thread anyway (PIL, and
 # tensors below ATen's parallel grain), and ours with more threads gains little on an idle CPU
 # but collapses when other jobs hold the cores (OpenMP workers wait for each other): with 2 threads
-# and one busy process beside it, ours fell from ~15x to 5-7x torchvision's on the project's 2-core
-# EPYC, with 1 thread it stayed at 12-18x (README, Speed).
+# ours read 12-30x torchvision's on the project's idle 2-core EPYC and 5-7x with one busy process
+# beside it; with 1 thread and that process, 12-18x (README, Speed).
 CPU_THREADS = 1
 
 
