@@ -61,7 +61,7 @@ def random_crop(
     if flip:
         # Column j of the mirrored crop at offset o is column wp - w - o + j of the mirrored row.
         mirrored_starts = (starts.view(b, c, h) + padded[0].numel() + wp - w - 2 * col_offset).view(-1)
-        starts = torch.where(mirrored.repeat_interleave(c * h), mirrored_starts, starts)
+        starts = torch.where(mirrored[:, None].expand(b, c * h).reshape(-1), mirrored_starts, starts)
     windows = padded.reshape(-1).unfold(0, w, 1)  # [numel - w + 1, w], a view: row k = flat[k : k + w]
     return windows.index_select(0, starts).view(b, c, h, w)
 
