@@ -33,8 +33,9 @@ def random_crop(
     How: every output row is ``w`` consecutive values of one padded row, so the batch is one
     ``index_select`` of whole rows from the overlapping ``unfold`` windows of the flattened padded
     batch (a copy of ``w`` values per row, where a per-pixel ``gather`` computed an index per
-    value: 3-4x slower on a CPU). A mirrored sample reads the same window from a left-right
-    mirrored copy of the padded batch, a vertically flipped one its rows in reverse order.
+    value: ~3x slower on one CPU core, ~1.5x with flips). A mirrored sample reads the same window
+    from a left-right mirrored copy of the padded batch, a vertically flipped one its rows in
+    reverse order.
 
     Args:
         x: ``[B, C, H, W]``.
