@@ -211,19 +211,25 @@ def test_the_gpu_plan_runs_with_tiny_sizes_on_the_cpu(tmp_path, capsys):
     compiled = by_name[prefix + "bf16-cl-compile/lightning"]
     assert compiled["details"]["compile_s"] >= 0 and not compiled["details"]["compile_fell_back"]
     assert {"data/ours/workers0", "data/torchvision/workers0"} <= by_name.keys()
+    for side in ("ours", "torchvision"):  # one torch thread each, the same augmentation
+        details = by_name[f"data/{side}/workers0"]["details"]
+        assert details["torch_threads"] == 1 and details["augment"].startswith("crop (pad 4) + flip True")
     text = capsys.readouterr()
     assert "compile" in text.out and "images/s" in text.out
     assert "training tiny_pyramidnet11b_a4+shakedrop, batch 4:" in text.err  # elapsed per item
 
 
-def test_the_quick_plan_compares_precisions_with_lightning_and_the_plain_loop():
-    plan = make_plan("quick", CPU)
+@pytest.mark.parametrize("native, best", [(True, "bf16-cl"), (False, "fp32")])
+def test_the_quick_plan_compares_precisions_compiled_lightning_and_the_plain_loop(native, best):
+    plan = make_plan("quick", CPU, native_bf16=native)
     ((model, contenders),) = plan.groups
     assert {c.key: c.reference for c in contenders} == {
         "fp32/plain": None,
         "fp32/lightning": "fp32/plain",
         "bf16/lightning": "fp32/lightning",
         "bf16-cl/lightning": "fp32/lightning",
+        # compiled against eager in the precision auto picks on such a CPU (issue 21)
+        f"{best}-compile/lightning": f"{best}/lightning",
     }
     assert plan.windows.count >= 5 and plan.windows.window_s >= 2  # the CPU's steady windows
     full = make_plan("cpu", CPU, native_bf16=False)
@@ -279,3 +285,52 @@ def test_the_gpu_plan_runs_tiny_on_cuda(tmp_path):
     check_records(records, "cuda")
     assert not any(r["details"].get("compile_fell_back") for r in records)
     assert all(r["memory"].startswith("cuda") for r in records)
+
+
+def _decode(out: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """Pixel values 0..255 of normalised ``[N, 3, 32, 32]`` images."""
+    return (out * std + mean).mul(255).round().long()
+
+
+def test_the_data_comparison_augments_and_normalises_alike_on_both_sides():
+    """bench_data's two sides, ours (BatchAugment on the batch, then the data module's
+    normalisation) and torchvision's (its per-image transform), given one coordinate image: every
+    output is a crop of the same zero-padded image at offsets 0..8, mirrored or not, normalised
+    to the same values; all 81 offsets and both flips turn up on each side."""
+    from PIL import Image
+
+    from pyramid_lab.bench.data import CROP_PADDING, our_augment, torchvision_transform
+    from pyramid_lab.data.datamodule import normalisation, normalise
+
+    pad, n, mean, std = CROP_PADDING, 2000, 0.5, 0.25
+    rows = torch.arange(1, 33)[:, None].expand(32, 32)
+    image = torch.stack([rows, rows.T, torch.full((32, 32), 200)]).to(torch.uint8)  # 0 = padding
+    transform = torchvision_transform((mean,) * 3, (std,) * 3)
+    pil = Image.fromarray(image.permute(1, 2, 0).numpy())
+    torch.manual_seed(0)
+    theirs = torch.stack([transform(pil) for _ in range(n)])
+    batch = our_augment()(image.expand(n, -1, -1, -1), generator=torch.Generator().manual_seed(0))
+    ours = normalise(batch, *normalisation((mean,) * 3, (std,) * 3, CPU, batch.dtype))
+    padded = torch.nn.functional.pad(image, (pad,) * 4)
+    for side in (ours, theirs):
+        pixels = _decode(side, mean, std)
+        mirrored = pixels[:, 1, 16, 17] < pixels[:, 1, 16, 15]
+        dy = pixels[:, 0, 16, 16] - 17 + pad
+        dx = pixels[:, 1, 16, 16] - torch.where(mirrored, 16, 17) + pad  # column 16 read back
+        assert dy.min() >= 0 and dy.max() <= 2 * pad and dx.min() >= 0 and dx.max() <= 2 * pad
+        for i in range(0, n, 37):
+            crop = padded[:, dy[i] : dy[i] + 32, dx[i] : dx[i] + 32]
+            expected = (crop.flip(-1) if mirrored[i] else crop).float() / 255
+            torch.testing.assert_close(side[i], (expected - mean) / std)
+        counts = torch.bincount(dy * (2 * pad + 1) + dx, minlength=(2 * pad + 1) ** 2)
+        assert counts.min() > 0 and len(counts) == (2 * pad + 1) ** 2
+        assert abs(mirrored.float().mean().item() - 0.5) < 4 * (0.25 / n) ** 0.5
+
+
+def test_the_data_comparison_runs_on_one_torch_thread_and_restores_the_count():
+    from pyramid_lab.bench.data import CPU_THREADS, torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(CPU) as threads:
+        assert threads == CPU_THREADS == torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

@@ -70,6 +70,39 @@ def test_flip_rate_is_one_half_per_sample():
     assert abs(flipped.float().mean().item() - 0.5) < 4 * (0.25 / n) ** 0.5
 
 
+def test_padded_crops_with_both_flips_are_exact_windows_of_the_padded_image():
+    # Crop, left-right and top-bottom flips together, uint8 (as training batches) and float: each
+    # output is one window of the zero-padded image, mirrored as drawn; all four flip combinations occur.
+    n, pad = 64, 2
+    x = torch.arange(n * 3 * 6 * 7).view(n, 3, 6, 7) % 251 + 1  # no zeros: 0 marks padding
+    for dtype in (torch.uint8, torch.float32):
+        images = x.to(dtype)
+        out = BatchAugment(crop_padding=pad, flip=True, vflip=True)(images, torch.Generator().manual_seed(7))
+        padded = F.pad(images, (pad,) * 4)
+        kinds = set()
+        for o, p in zip(out, padded):
+            matches = {
+                (dy, dx, h, v)
+                for dy in range(2 * pad + 1)
+                for dx in range(2 * pad + 1)
+                for h in (False, True)
+                for v in (False, True)
+                if torch.equal(o, p[:, dy : dy + 6, dx : dx + 7].flip([-1] * h + [-2] * v))
+            }
+            assert len(matches) == 1
+            kinds.add(next(iter(matches))[2:])
+        assert out.dtype == dtype and kinds == {(False, False), (False, True), (True, False), (True, True)}
+
+
+def test_normalise_leaves_its_input_alone():
+    from pyramid_lab.data.datamodule import normalisation, normalise
+
+    x = torch.rand(4, 3, 8, 8)
+    before = x.clone()
+    out = normalise(x, *normalisation((0.5,) * 3, (0.25,) * 3, x.device, x.dtype))
+    assert torch.equal(x, before) and torch.allclose(out, (before - 0.5) / 0.25, atol=1e-6)
+
+
 def test_off_is_identity_and_generator_makes_it_reproducible():
     x = torch.rand(8, 3, 32, 32)
     assert torch.equal(BatchAugment(crop_padding=0, flip=False)(x), x)

@@ -1,9 +1,15 @@
 """Data pipeline throughput: our uint8 index batches + on-device ``BatchAugment`` against
-torchvision's per-image PIL transforms, both with random crop (pad 4), flip and normalisation."""
+torchvision's per-image PIL transforms, both with random crop (pad 4), flip and normalisation.
+
+Like for like: the same images, batch size, augmentations (:data:`CROP_PADDING`, :data:`FLIP`,
+built for both sides by :func:`our_augment` and :func:`torchvision_transform`), normalisation,
+number of DataLoader workers, and on a CPU the same number of torch threads (:data:`CPU_THREADS`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,6 +20,48 @@ from torch.utils.data import DataLoader, Dataset
 from pyramid_lab.bench.interleave import Clock, Windows, compare, interleave, to_record
 from pyramid_lab.bench.timing import Record
 from pyramid_lab.data import BatchAugment, ImageDataModule, Synthetic
+
+CROP_PADDING = 4  # the CIFAR recipe: zero-pad 4 pixels, crop back to 32x32
+FLIP = True  # random left-right flips, p = 0.5
+# One torch thread each on a CPU: torchvision's per-image work runs in one thread anyway (PIL, and
+# tensors below ATen's parallel grain), and ours with more threads gains little on an idle CPU
+# but collapses when other jobs hold the cores (OpenMP workers wait for each other): with 2 threads
+# ours read 12-30x torchvision's on the project's idle 2-core EPYC and 5-7x with one busy process
+# beside it; with 1 thread and that process, 12-18x (README, Speed).
+CPU_THREADS = 1
+
+
+def our_augment() -> BatchAugment:
+    """Our side's augmentation: batched, on the device, after the transfer."""
+    return BatchAugment(crop_padding=CROP_PADDING, flip=FLIP)
+
+
+def torchvision_transform(mean: tuple[float, ...], std: tuple[float, ...]) -> Callable[[Any], Tensor]:
+    """The reference's per-image transform: the same crop, flip and normalisation."""
+    from torchvision import transforms
+
+    return transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=CROP_PADDING),
+            transforms.RandomHorizontalFlip(0.5 if FLIP else 0.0),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
+
+
+@contextmanager
+def torch_threads(device: torch.device, threads: int = CPU_THREADS) -> Iterator[int]:
+    """``threads`` torch threads inside the block on a CPU (restored after it); the count in use."""
+    before = torch.get_num_threads()
+    if device.type != "cpu":
+        yield before
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
 
 
 class PILImages(Dataset):
@@ -58,7 +106,7 @@ def _data_module(batch_size: int, num_images: int, device: torch.device) -> Imag
         Synthetic(num_train=num_images, num_val=batch_size, num_test=batch_size),
         num_classes=10,
         batch_size=batch_size,
-        augment=BatchAugment(crop_padding=4, flip=True),
+        augment=our_augment(),
         pin_memory=device.type == "cuda",
     )
     dm.setup("fit")
@@ -70,12 +118,11 @@ def bench_data(
 ) -> tuple[Record, Record]:
     """Time both pipelines, the host-to-device copy included, in ``windows``: interleaved in the
     main process; one after the other with workers (which would prefetch while waiting their turn).
+    On a CPU both run with :data:`CPU_THREADS` torch threads.
 
     Returns:
         (ours, torchvision); ours carries the ratio to torchvision.
     """
-    from torchvision import transforms
-
     dm = _data_module(batch_size, batch_size * 64, device)
     pin = device.type == "cuda"
     ours_loader = dm.train_dataloader()
@@ -102,16 +149,8 @@ def bench_data(
         return tuple(t.to(device, non_blocking=True) for t in batch)  # type: ignore[return-value]
 
     splits = dm.splits
-    transform = transforms.Compose(
-        [
-            transforms.RandomCrop(32, padding=4),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(splits.mean, splits.std),
-        ]
-    )
     reference_loader = DataLoader(
-        PILImages(splits.train.images, splits.train.labels, transform),
+        PILImages(splits.train.images, splits.train.labels, torchvision_transform(splits.mean, splits.std)),
         batch_size=batch_size,
         shuffle=True,
         drop_last=True,
@@ -123,15 +162,16 @@ def bench_data(
         "ours": f"data/ours/workers{num_workers}",
     }
     interleaved = num_workers == 0
-    results = interleave(
-        {
-            names["torchvision"]: _loop(reference_loader, reference_step),
-            names["ours"]: _loop(ours_loader, ours_step),
-        },
-        device,
-        windows,
-        interleaved=interleaved,
-    )
+    with torch_threads(device) as threads:
+        results = interleave(
+            {
+                names["torchvision"]: _loop(reference_loader, reference_step),
+                names["ours"]: _loop(ours_loader, ours_step),
+            },
+            device,
+            windows,
+            interleaved=interleaved,
+        )
     reference, ours = (
         to_record(
             name,
@@ -141,6 +181,8 @@ def bench_data(
             group=f"data/workers{num_workers}",
             interleaved=interleaved,
             num_workers=num_workers,
+            torch_threads=threads,
+            augment=f"crop (pad {CROP_PADDING}) + flip {FLIP} + normalise",
         )
         for name in names.values()
     )

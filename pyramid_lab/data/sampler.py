@@ -30,7 +30,9 @@ class IndexedTensors(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: Tensor) -> tuple[Tensor, Tensor]:
-        return self.images[index], self.labels[index]
+        # index_select copies whole images; ``images[index]`` copies byte by byte (0.5-0.9 ms
+        # against 0.03 ms for 256 CIFAR images on one core, python -m pyramid_lab.bench's data row).
+        return self.images.index_select(0, index), self.labels.index_select(0, index)
 
 
 class ConcatIndexed(Dataset):
