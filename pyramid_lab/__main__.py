@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> float | None:
     # Imported here, after Hydra parsed the command line: --help and bad overrides stay fast.
     from lightning_fabric.utilities.rank_zero import rank_zero_only
 
-    from pyramid_lab import warnings_filter
+    from pyramid_lab.launch import warnings_filter
     from pyramid_lab.launch.ddp import install as install_ddp_launch
 
     hydra_cfg = HydraConfig.get()

@@ -1,5 +1,5 @@
 """A sweep's log says each warning once, and none of the third-party notices that say nothing
-about the run (pyramid_lab.warnings_filter)."""
+about the run (pyramid_lab.launch.warnings_filter)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import warnings
 
 import pytest
 
-from pyramid_lab import warnings_filter
+from pyramid_lab.launch import warnings_filter
 from tests.helpers import TINY, run_app
 
-# Seen in every job of a sweep before pyramid_lab.warnings_filter (issue 21).
+# Seen in every job of a sweep before pyramid_lab.launch.warnings_filter (issue 21).
 NOISE = (
     "LeafSpec",
     "litlogger",
