@@ -129,8 +129,8 @@ def check_run_settings(cfg: DictConfig) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(f"optimizer.{key}={value!r} must be a finite number")
-        if value < 0:
-            raise ConfigError(f"optimizer.{key}={value!r} must be >= 0")
+        if value < 0 or (key == "lr" and value == 0):  # lr 0 trains nothing
+            raise ConfigError(f"optimizer.{key}={value!r} must be {'> 0' if key == 'lr' else '>= 0'}")
 
 
 def valid_precisions() -> tuple[str | int, ...]:
