@@ -7,6 +7,7 @@ import argparse
 import math
 import sys
 
+from pyramid_lab import command_name
 from pyramid_lab.report.power import (
     ALPHA,
     MAX_SEEDS,
@@ -21,7 +22,7 @@ SEED_COUNTS = (2, 3, 5, 10, 20)
 
 def plan_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pyramid_lab.report plan",
+        prog=f"{command_name('pyramid_lab.report')} plan",
         description="How many seeds per row a table needs to detect a recipe difference: a paired "
         "t-test on per-seed deltas (the report's test), with the sd of a per-seed delta taken as "
         "sqrt(2) x the seed-to-seed sd of one recipe's test accuracy.",
