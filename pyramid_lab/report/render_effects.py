@@ -7,8 +7,6 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from statsmodels.stats.proportion import proportion_confint
-
 from pyramid_lab.report.power import (
     MAX_SEEDS,
     paired_detectable_difference,
@@ -228,6 +226,9 @@ def per_class_table(table: Table, md: Callable[[str], str]) -> str:
 
 def _class_cell(row: Row, name: str) -> str:
     if row.class_counts and name in row.class_counts:
+        # Imported here: statsmodels (with pandas, ~64 MB) only for tables with per-class counts.
+        from statsmodels.stats.proportion import proportion_confint
+
         right, total = row.class_counts[name]
         low, high = proportion_confint(right, total, alpha=ALPHA, method="wilson")
         return f"{100 * right / total:.1f} ({right}/{total}; {100 * low:.1f}–{100 * high:.1f})"
