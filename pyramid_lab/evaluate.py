@@ -49,7 +49,13 @@ def load_run(ckpt_path: str | None, trust: bool = False) -> tuple[dict[str, Any]
 def _restore(cfg: DictConfig, overrides: list[str], record: RunRecord | None = None):
     """The run rebuilt from its checkpoint's config, with ``data.*``/``trainer.*`` overrides on
     top, and the checkpoint's weights loaded: ``(checkpoint, run state, config, built run)``."""
-    checkpoint, state, saved = load_run(cfg.ckpt_path, trust=bool(cfg.get("trust_checkpoint", False)))
+    trust = bool(cfg.get("trust_checkpoint", False))
+    checkpoint, state, saved = load_run(cfg.ckpt_path, trust=trust)
+    dataset = saved.get("data", {}).get("dataset")
+    if not trust and isinstance(dataset, DictConfig) and dataset.get("download"):
+        # The file must not choose what this machine fetches (data.dataset.url) and unpacks where
+        # (data.dataset.root): a download is the user's own override (data.dataset.download=true).
+        dataset.download = False
     applied = [o for o in overrides if o.startswith(_APPLIED_PREFIXES)]
     saved = OmegaConf.merge(saved, OmegaConf.from_dotlist(applied))
     saved.paths.output_dir = cfg.paths.output_dir

@@ -23,6 +23,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from pyramid_lab.errors import ConfigError
 from pyramid_lab.runs.recorder import RUN_STATE_KEY
 from pyramid_lab.runs.trust import UntrustedConfig, check_trusted
 from pyramid_lab.search.pruning import PRUNER_ATTR, OptunaPruning
@@ -281,3 +282,34 @@ def test_get_class_names_its_class_by_path_alone():
     popen = {"_target_": "hydra.utils.get_class", "_args_": ["subprocess.Popen"]}
     with pytest.raises(UntrustedConfig, match=r"base_optimizer._target_='hydra.utils.get_class', given more"):
         check_trusted({"base_optimizer": popen}, "a file")
+
+
+def test_mode_test_fetches_nothing_a_checkpoint_names(trained, tmp_path):
+    # A saved config may name a data set that downloads from the file's choice of address into
+    # the file's choice of folder: mode=test must not fetch it unless the user asks.
+    from pyramid_lab.evaluate import evaluate
+
+    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    root = tmp_path / "planted_root"
+    bait = tmp_path / "archive.tar.gz"
+    bait.write_bytes(b"not an archive")
+    checkpoint[RUN_STATE_KEY]["config"]["data"]["dataset"] = {
+        "_target_": "pyramid_lab.data.CINIC10",
+        "root": str(root),
+        "download": True,
+        "url": bait.as_uri(),
+    }
+    ckpt = tmp_path / "planted.ckpt"
+    torch.save(checkpoint, ckpt)
+    overrides = ["mode=test", f"ckpt_path={ckpt}"]
+    with pytest.raises(
+        ConfigError, match=r"data\.dataset\.root=.* does not exist; set data\.dataset\.download=true"
+    ):
+        evaluate(compose_config(overrides, tmp_path / "test"), overrides=overrides)
+    assert not root.exists()  # nothing fetched or unpacked there
+    # The user's own override still downloads (here: the bait, refused as no archive).
+    overrides.append("data.dataset.download=true")
+    with pytest.raises(ConfigError, match="cannot be unpacked") as refused:
+        evaluate(compose_config(overrides, tmp_path / "test2"), overrides=overrides)
+    assert "\n" not in str(refused.value)
+    assert (root / "archive.tar.gz").exists()

@@ -64,7 +64,10 @@ def extract_tar(archive: Path, dest: Path) -> None:
             else:
                 tar.extractall(dest, members=_checked_members(tar, archive))
     except tarfile.TarError as e:  # ReadError, FilterError, ...
-        raise ConfigError(f"{archive} cannot be unpacked safely ({e}); delete it and download again") from e
+        reason = " ".join(str(e).split())  # tarfile lists each method it tried on its own line
+        raise ConfigError(
+            f"{archive} cannot be unpacked safely ({reason}); delete it and download again"
+        ) from e
 
 
 def _checked_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
