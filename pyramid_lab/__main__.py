@@ -57,7 +57,7 @@ def main(cfg: DictConfig) -> float | None:
             log.exception("job %s failed", hydra_cfg.job.num)
         print(f"error: {error}", file=sys.stderr)
         if in_sweep:
-            return None  # in its metrics.json (or 'missing' in the sweep summary); the others run, exit 1
+            return None  # recorded in its metrics.json; the other jobs run, the sweep exits 1
         sys.exit(2 if isinstance(error, ConfigError) else 1)
     if record is None or rank_zero_only.rank != 0:
         return None

@@ -48,7 +48,7 @@ from pyramid_lab.runs.log_tree import (
 )
 from pyramid_lab.runs.params import run_params
 from pyramid_lab.runs.provenance import code_version
-from pyramid_lab.runs.record import read_record
+from pyramid_lab.runs.record import RECORD_NAME, read_record
 from pyramid_lab.runs.recorder import RunRecord
 from pyramid_lab.runs.trackers import finish_trackers, log_recipe
 from pyramid_lab.training.predictions import TestPredictions
@@ -71,8 +71,16 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
 
 def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None) -> dict[str, Any]:
     # Everything that can refuse the rerun comes before the first write to the folder.
-    check_run_settings(cfg)
     previous = _previous_record(run_dir)
+    try:
+        check_run_settings(cfg)
+    except ConfigError as error:
+        if not (run_dir / RECORD_NAME).exists():
+            # A fresh folder (a sweep's job): its record says it failed and why. A folder that
+            # holds a run keeps its record as it was: nothing was tried in it.
+            status, message = stop_status(error)
+            RunRecord(run_dir, overrides or [], extra=_identity(cfg)).finish(status, error=message)
+        raise
     saved = saved_config(run_dir, force=cfg.resume == "force")
     if cfg.resume and previous.get("status") == "completed" and _same_config(saved, cfg):
         log.info("%s already completed: skipped (resume=false trains it again)", run_dir)

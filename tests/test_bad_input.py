@@ -146,12 +146,20 @@ def test_valid_values_pass(tmp_path):
     check_run_settings(compose_config([*TINY, "seed=4294967295", "trainer.precision=bf16-mixed"], tmp_path))
 
 
-def test_zero_epochs_write_no_record(tmp_path):
+def test_zero_epochs_are_recorded_failed_and_a_finished_record_is_left_alone(tmp_path):
     from pyramid_lab.train import train
 
     with pytest.raises(ConfigError, match="trainer.max_epochs=0"):
         train(compose_config([*TINY, "trainer.max_epochs=0"], tmp_path / "run"))
-    assert not (tmp_path / "run" / "metrics.json").exists()  # was recorded completed, test/acc 0
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())  # was: completed, test/acc 0
+    assert record["status"] == "failed" and "trainer.max_epochs=0 must be" in record["error"]
+    # A folder that already holds a run: the refused rerun writes nothing into its record.
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "metrics.json").write_text(json.dumps({"status": "completed", "test/acc": 0.9}))
+    with pytest.raises(ConfigError, match="trainer.max_epochs=0"):
+        train(compose_config([*TINY, "trainer.max_epochs=0"], done))
+    assert json.loads((done / "metrics.json").read_text()) == {"status": "completed", "test/acc": 0.9}
 
 
 @pytest.mark.slow
@@ -168,7 +176,8 @@ def test_refused_values_through_the_command_line(tmp_path, override, expected):
     result = run_cli(tmp_path, override)
     assert expected in error_line(result, tmp_path / "run")
     assert result.returncode == 2  # a ConfigError
-    assert not (tmp_path / "run" / "metrics.json").exists()
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "failed" and expected in record["error"]
 
 
 @pytest.mark.slow

@@ -228,7 +228,10 @@ def plot_test_accuracy(table: Table, ax: Axes | None = None) -> Axes:
     ax.set_ylabel("test acc (%)")
     ax.set_title("test accuracy (each run; axis not from 0)")
     ax.grid(axis="y", alpha=0.3)
-    if seen or study:
+    if (seen or study) and len(table.rows) > _LEGEND_INSIDE:
+        # Many rows (a search's trials) leave no free corner: the legend goes beside the panel.
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    elif seen or study:
         ax.legend(fontsize="small")
     return ax
 
