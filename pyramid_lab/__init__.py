@@ -3,8 +3,11 @@
 Run it with ``pyramid-lab [overrides]`` or ``python -m pyramid_lab [overrides]`` (docs/install.md).
 """
 
+import importlib
 import importlib.util
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     # From the installed package's metadata (pyproject.toml), the one place the version is written.
@@ -34,3 +37,16 @@ def command_name(module: str) -> str:
 
     name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     return name if name.startswith("pyramid-lab") else f"python -m {module}"
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) that imports each public name of ``package`` from the
+    module ``exports`` maps it to on first use: the commands' ``--help`` stays fast (no torch,
+    matplotlib or statsmodels before it is needed)."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(exports[name]), name)
+
+    return __getattr__

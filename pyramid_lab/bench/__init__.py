@@ -8,8 +8,9 @@ header, median and spread, and PASS/FAIL against the targets that apply, and wri
 record per measurement (``timing.Record``).
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pyramid_lab import lazy_exports
 
 if TYPE_CHECKING:  # for readers and type checkers; at run time each name loads on first use
     from pyramid_lab.bench.cli import main, make_plan, run
@@ -24,10 +25,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = ["Record", "main", "make_plan", "run"]

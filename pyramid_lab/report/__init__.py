@@ -13,8 +13,9 @@ can detect). The same steps from Python (a notebook)::
     paths = write_report("multirun/2026-11-28/10-00-00")
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pyramid_lab import lazy_exports
 
 if TYPE_CHECKING:  # for readers and type checkers; at run time each name loads on first use
     from pyramid_lab.report.collect import (
@@ -89,10 +90,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [
