@@ -48,27 +48,49 @@ def read_record_file(path: Path) -> Any:
         raise RecordError("nested too deeply to be a record") from None
 
 
-def predictions_problem(path: Path) -> str | None:
-    """Why a test_predictions.npz cannot be compared, or None when it can.
+class PredictionsError(ValueError):
+    """A test_predictions.npz that cannot be used; the message says why."""
 
-    Checks what the comparisons assume (pyramid_lab.report.significance): ``pred`` and ``target``
-    (and ``index``, ``pred_ensemble`` when present) are 1-D integer arrays of one length; classes
-    lie in [0, len(classes)) (or are >= 0 without ``classes``); ``index`` is strictly ascending.
+
+def read_predictions(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a test_predictions.npz, once they are what the comparisons assume
+    (pyramid_lab.report.significance): ``pred`` and ``target`` (and ``index``, ``pred_ensemble``
+    when present) are 1-D integer arrays of one length; classes lie in [0, len(classes)) (or are
+    >= 0 without ``classes``); ``index`` is strictly ascending.
+
+    Raises:
+        PredictionsError: why the file cannot be compared.
     """
     try:
         with open_regular(path, PREDICTIONS_LIMIT) as file:
             with zipfile.ZipFile(file) as archive:
                 unpacked = sum(info.file_size for info in archive.infolist())
                 if unpacked > PREDICTIONS_LIMIT:
-                    return f"unpacks to {unpacked:,} bytes, more than the {PREDICTIONS_LIMIT:,} read"
+                    raise PredictionsError(
+                        f"unpacks to {unpacked:,} bytes, more than the {PREDICTIONS_LIMIT:,} read"
+                    )
             file.seek(0)
             with np.load(file, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
     except UnreadableFile as error:
-        return str(error)
+        raise PredictionsError(str(error)) from None
+    except PredictionsError:
+        raise
     except (zipfile.BadZipFile, ValueError, OSError, KeyError, EOFError) as error:
-        return f"cannot be read ({type(error).__name__}: {error})"
-    return _arrays_problem(arrays)
+        raise PredictionsError(f"cannot be read ({type(error).__name__}: {error})") from None
+    problem = _arrays_problem(arrays)
+    if problem is not None:
+        raise PredictionsError(problem)
+    return arrays
+
+
+def predictions_problem(path: Path) -> str | None:
+    """Why a test_predictions.npz cannot be compared (:func:`read_predictions`), or None."""
+    try:
+        read_predictions(path)
+    except PredictionsError as error:
+        return str(error)
+    return None
 
 
 def _arrays_problem(arrays: dict[str, np.ndarray]) -> str | None:

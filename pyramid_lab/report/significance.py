@@ -26,16 +26,14 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from pyramid_lab.report.inputs import PredictionsError, read_predictions
+
 # The file a run leaves for these comparisons (written by pyramid_lab.training.predictions).
 PREDICTIONS_NAME = "test_predictions.npz"
 ALPHA = 0.05
 VERDICTS = ("better", "worse", "no detectable difference")
 # A row with one seed pair: its runs say nothing about the recipe (no seed variance is measured).
 ONE_SEED = "one seed: no recipe verdict"
-
-
-class PredictionsError(ValueError):
-    """A test_predictions.npz that cannot be used; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -63,26 +61,19 @@ class Predictions:
 
 
 def load_predictions(path: str | Path) -> Predictions:
-    """Read a test_predictions.npz (no pickles).
+    """Read a test_predictions.npz (no pickles), checked as the report checks it on loading
+    (pyramid_lab.report.inputs.read_predictions).
 
     Raises:
         PredictionsError: the file is unreadable, lacks ``pred``/``target``, or its arrays disagree.
     """
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError) as error:
-        raise PredictionsError(f"{path}: cannot be read ({error})") from None
-    missing = [key for key in ("pred", "target") if key not in arrays]
-    if missing:
-        raise PredictionsError(f"{path}: no {' or '.join(missing)} array")
+        arrays = read_predictions(Path(path))
+    except PredictionsError as error:
+        raise PredictionsError(f"{path}: {error}") from None
     pred, target = arrays["pred"].astype(np.int64), arrays["target"].astype(np.int64)
     index = arrays.get("index", np.arange(len(pred))).astype(np.int64)
     ensemble = arrays.get("pred_ensemble")
-    if pred.ndim != 1 or pred.shape != target.shape or index.shape != pred.shape:
-        raise PredictionsError(f"{path}: pred, target and index must be [N] arrays of one length")
-    if ensemble is not None and ensemble.shape != pred.shape:
-        raise PredictionsError(f"{path}: pred_ensemble has {ensemble.shape}, expected {pred.shape}")
     test_set = arrays.get("test_set")
     return Predictions(
         pred=pred,
