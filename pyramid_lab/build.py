@@ -8,7 +8,6 @@ changes of behaviour.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, get_args
 
@@ -20,6 +19,7 @@ from omegaconf.errors import MissingMandatoryValue
 from torch import nn
 
 from pyramid_lab.errors import ConfigError
+from pyramid_lab.optim.settings import check_optimizer_numbers
 from pyramid_lab.training.module import check_sam_precision, is_sam
 from pyramid_lab.training.precision import AUTO
 
@@ -101,14 +101,12 @@ def check_budget(params: int, max_params: int | None) -> None:
 
 # numpy's seeds (np.random.seed, default_rng as the data splits use it) are unsigned 32-bit.
 SEED_RANGE = (0, 2**32 - 1)
-# Optimizer numbers that must be finite and >= 0 (lr must also be > 0: training.module checks it).
-_OPTIMIZER_NUMBERS = ("lr", "momentum", "weight_decay")
 
 
 def check_run_settings(cfg: DictConfig) -> None:
     """Raise a one-line ConfigError, naming the key and what is valid, for a value no run can use.
 
-    Called before a run writes anything, so a refused value leaves no record behind.
+    Called before a run writes anything (``train`` records the refusal in a fresh folder only).
     """
     if cfg.get("resume") not in (True, False, "force"):  # force: pyramid_lab.runs.folder_config
         raise ConfigError(f"resume={cfg.get('resume')!r} is unknown; valid: true, false, force")
@@ -123,14 +121,7 @@ def check_run_settings(cfg: DictConfig) -> None:
             f"trainer.max_epochs={epochs!r} must be an integer >= 1 (-1, until stopped, is not supported)"
         )
     check_precision(cfg.trainer.get("precision"))
-    for key in _OPTIMIZER_NUMBERS:
-        value = cfg.optimizer.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"optimizer.{key}={value!r} must be a finite number")
-        if value < 0 or (key == "lr" and value == 0):  # lr 0 trains nothing
-            raise ConfigError(f"optimizer.{key}={value!r} must be {'> 0' if key == 'lr' else '>= 0'}")
+    check_optimizer_numbers(cfg.optimizer)
 
 
 def valid_precisions() -> tuple[str | int, ...]:

@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from pyramid_lab.errors import ConfigError, DivergedError
 from pyramid_lab.optim import SAM, frozen_bn_stats
+from pyramid_lab.optim.settings import check_optimizer_numbers
 from pyramid_lab.optim.warmup import linear_warmup
 from pyramid_lab.runs.rng import restore_rng_states, rng_states
 from pyramid_lab.training.compile import CompileFallback
@@ -102,7 +103,7 @@ class Classifier(pl.LightningModule):
             raise ConfigError(
                 f"module.label_smoothing={label_smoothing} must be in [0, 1) (0.1 in the study)"
             )
-        _check_optimizer_settings(optimizer)
+        check_optimizer_numbers(optimizer.keywords if isinstance(optimizer, partial) else {})
         # Kept in checkpoints, not sent to the trackers: they get the whole recipe, these flags
         # included, from pyramid_lab.runs.params (the module's own would be a second, partial copy).
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "mixing"], logger=False)
@@ -350,17 +351,6 @@ def check_sam_precision(uses_sam: bool, precision: str | int | None) -> None:
             f"trainer.precision={precision} cannot drive SAM (its loss scaler steps once per "
             "backward); use bf16-mixed or 32-true"
         )
-
-
-def _check_optimizer_settings(optimizer: OptimizerFactory) -> None:
-    # torch's own message ("Invalid learning rate: -1") names no setting.
-    settings = optimizer.keywords if isinstance(optimizer, partial) else {}
-    lr = settings.get("lr")
-    if lr is not None and not lr > 0:
-        raise ConfigError(f"optimizer.lr={lr} must be > 0 (the study: 0.1 for SGD)")
-    weight_decay = settings.get("weight_decay")
-    if weight_decay is not None and weight_decay < 0:
-        raise ConfigError(f"optimizer.weight_decay={weight_decay} must be >= 0")
 
 
 class FirstNonFinite:
