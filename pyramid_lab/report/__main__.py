@@ -96,7 +96,7 @@ def _search_sections(root: str, out: Path) -> tuple[list[str], list[Path], list[
         import sqlalchemy
 
         from pyramid_lab.search.report import write_search_section
-        from pyramid_lab.search.results import ResultsError, read_results
+        from pyramid_lab.search.results import ResultsError
     except ImportError as error:
         print(
             f"warning: {len(found)} search folder(s) not reported: {error} (pip install "
@@ -116,7 +116,6 @@ def _search_sections(root: str, out: Path) -> tuple[list[str], list[Path], list[
     sections, reported, skipped = [], [], []
     for folder in found:
         try:
-            read_results(folder)
             sections.append(write_search_section(folder, out))
             reported.append(folder)
         except ResultsError as error:

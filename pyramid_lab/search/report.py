@@ -17,13 +17,12 @@ import optuna
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.search.budget import MAX_PARAMS
 from pyramid_lab.search.importance import Importances, param_importances
-from pyramid_lab.search.results import RESULTS_NAME
+from pyramid_lab.search.results import RESULTS_NAME, read_results
 from pyramid_lab.search.study import DB_NAME, PARAMS, REASON, default_storage
 
 TOP = 10  # rows of the top-trials table
@@ -42,11 +41,14 @@ def load_search(sweep_dir: str | Path) -> tuple[optuna.Study, dict[str, Any]]:
     A folder that was moved still opens: its own ``optuna.db`` is used when the recorded SQLite
     database is gone. A missing SQLite database is never opened: SQLAlchemy would create it, at
     whatever path the file names. The results are read as data; nothing in them is instantiated.
+
+    Raises:
+        ResultsError: the results file cannot be used (pyramid_lab.search.results.read_results).
+        ConfigError: it names a SQLite storage that does not exist, and the folder has none.
     """
     sweep_dir = Path(sweep_dir)
-    results = OmegaConf.to_container(OmegaConf.load(sweep_dir / RESULTS_NAME))
-    assert isinstance(results, dict)
-    storage = str(results["storage"])
+    results = read_results(sweep_dir)
+    storage = results["storage"]
     if storage.startswith("sqlite:") and not Path(storage.removeprefix("sqlite:///")).is_file():
         if not (sweep_dir / DB_NAME).is_file():
             raise ConfigError(
@@ -54,7 +56,7 @@ def load_search(sweep_dir: str | Path) -> tuple[optuna.Study, dict[str, Any]]:
                 f"{sweep_dir} holds no {DB_NAME}"
             )
         storage = default_storage(sweep_dir)
-    study = optuna.load_study(study_name=str(results["study_name"]), storage=storage)
+    study = optuna.load_study(study_name=results["study_name"], storage=storage)
     return study, results
 
 
