@@ -48,7 +48,7 @@ from pyramid_lab.runs.log_tree import (
 )
 from pyramid_lab.runs.params import run_params
 from pyramid_lab.runs.provenance import code_version
-from pyramid_lab.runs.record import RECORD_NAME, read_record
+from pyramid_lab.runs.record_file import RECORD_NAME, read_record
 from pyramid_lab.runs.recorder import RunRecord
 from pyramid_lab.runs.trackers import finish_trackers, log_recipe
 from pyramid_lab.training.predictions import TestPredictions

@@ -167,7 +167,7 @@ def test_zero_warmup_is_the_scheduler_itself_and_bad_settings_are_named() -> Non
 
 @pytest.mark.slow
 def test_every_trick_runs_and_names_its_metrics(tmp_path, tiny_overrides):
-    from pyramid_lab.runs.record import read_record
+    from pyramid_lab.runs.record_file import read_record
     from pyramid_lab.train import train
     from tests.helpers import compose_config
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from pyramid_lab.runs.record import read_record
+from pyramid_lab.runs.record_file import read_record
 from tests.helpers import compose_config
 
 RUN = [

@@ -10,7 +10,7 @@ from PIL import Image
 
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.evaluate import evaluate, predict
-from pyramid_lab.runs.record import read_record
+from pyramid_lab.runs.record_file import read_record
 from pyramid_lab.train import train
 from tests.helpers import compose_config
 

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
-from pyramid_lab.runs.record import read_record
+from pyramid_lab.runs.record_file import read_record
 from tests.helpers import CONFIG_DIR
 
 submitit = pytest.importorskip("submitit", reason="needs pip install -e '.[slurm]'")

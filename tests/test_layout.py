@@ -24,7 +24,7 @@ def test_the_top_level_holds_the_entry_points_only():
         ("pyramid_lab.optim", ["pytorch_lightning", "lightning", "hydra", "omegaconf"]),
         ("pyramid_lab.data", ["hydra", "omegaconf"]),
         ("pyramid_lab.report", ["torch"]),
-        ("pyramid_lab.runs.record", ["torch"]),
+        ("pyramid_lab.runs.record_file", ["torch"]),
     ],
 )
 def test_imports_go_one_way(package, forbidden):

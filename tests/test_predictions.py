@@ -21,7 +21,7 @@ from torch import nn
 from pyramid_lab.data import Digits, ImageDataModule, Synthetic
 from pyramid_lab.report import build_tables, load_runs
 from pyramid_lab.report.significance import load_predictions
-from pyramid_lab.runs.record import read_record
+from pyramid_lab.runs.record_file import read_record
 from pyramid_lab.train import train
 from pyramid_lab.training.image_logging import ImageLogger
 from pyramid_lab.training.predictions import TestPredictions

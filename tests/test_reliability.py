@@ -23,7 +23,7 @@ from pyramid_lab.runs import atomic, checkpoint
 from pyramid_lab.runs.atomic import DiskFull
 from pyramid_lab.runs.checkpoint import DamagedCheckpoint, UntrustedCheckpoint, load_checkpoint
 from pyramid_lab.runs.lock import RunFolderInUse, RunLock
-from pyramid_lab.runs.record import latest_completed, read_record
+from pyramid_lab.runs.record_file import latest_completed, read_record
 from pyramid_lab.train import train
 from tests.helpers import TINY, compose_config, run_app
 

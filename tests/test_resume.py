@@ -21,7 +21,7 @@ import pyramid_lab.train as train_module
 from pyramid_lab.data.sampler import ShuffledBatchSampler
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.runs.checkpoint import AtomicCheckpointIO
-from pyramid_lab.runs.record import read_record
+from pyramid_lab.runs.record_file import read_record
 from pyramid_lab.train import train
 from tests.helpers import TINY, compose_config
 

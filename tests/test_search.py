@@ -26,7 +26,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from pyramid_lab.errors import ConfigError
-from pyramid_lab.runs.record import read_record
+from pyramid_lab.runs.record_file import read_record
 from pyramid_lab.search.pruning import PRUNER_ATTR, TrialPruned
 from pyramid_lab.search.results import RESULTS_NAME, WINNER_NAME
 from pyramid_lab.search.space import parse_space
@@ -356,7 +356,7 @@ def test_log_tree_names_are_short_unique_file_names_for_any_overrides(tmp_path):
 
 def search_with_runs(sweep: Path, trials: int = 20) -> None:
     """A search as the sweeper and its trials leave it, without training: the study and records."""
-    from pyramid_lab.runs.record import write_record
+    from pyramid_lab.runs.record_file import write_record
     from pyramid_lab.search.sweep import trial_row
 
     sweep.mkdir()

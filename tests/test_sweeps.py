@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.report.study import PAPER_TABLES
-from pyramid_lab.runs.record import read_record
+from pyramid_lab.runs.record_file import read_record
 from pyramid_lab.train import train
 from tests.helpers import CONFIG_DIR, compose_config, run_app
 

@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from pyramid_lab.runs.record import read_record
+from pyramid_lab.runs.record_file import read_record
 from pyramid_lab.train import train
 from pyramid_lab.training.precision import cpu_bf16_flags
 from tests.helpers import TINY, compose_config

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from pyramid_lab.errors import ConfigError
-from pyramid_lab.runs.record import read_record
+from pyramid_lab.runs.record_file import read_record
 from pyramid_lab.train import train
 from tests.helpers import compose_config, run_app
 

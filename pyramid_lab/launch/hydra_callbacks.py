@@ -15,7 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from pyramid_lab.runs.record import RECORD_NAME, read_record
+from pyramid_lab.runs.record_file import RECORD_NAME, read_record
 
 
 def job_statuses(sweep_dir: Path) -> dict[str, tuple[str, str]]:

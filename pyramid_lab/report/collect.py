@@ -1,6 +1,6 @@
 """Find every run record (``metrics.json``) under a folder and check it before anything reads it.
 
-A record is the one file a run leaves for reports (pyramid_lab.runs.record). A folder may be one run, a
+A record is the one file a run leaves for reports (pyramid_lab.runs.record_file). A folder may be one run, a
 Hydra multirun folder (``multirun/<date>/<time>/<job>/metrics.json``) or several sweeps nested at
 any depth. Records that cannot be used are reported as one line each, never silently skipped.
 """
@@ -19,7 +19,7 @@ from typing import Any
 from pyramid_lab.report.history import History
 from pyramid_lab.report.inputs import RecordError, predictions_problem, read_record_file
 from pyramid_lab.report.significance import PREDICTIONS_NAME
-from pyramid_lab.runs.record import RECORD_NAME, STATUSES, latest_completed
+from pyramid_lab.runs.record_file import RECORD_NAME, STATUSES, latest_completed
 
 # Table name for runs that were not made by a table sweep (their record has no ``table``).
 UNTABLED = "runs"
@@ -47,7 +47,7 @@ class Run:
 
     Attributes:
         path: the metrics.json file (None for a record built in memory).
-        status: one of pyramid_lab.runs.record.STATUSES.
+        status: one of pyramid_lab.runs.record_file.STATUSES.
         table: the table sweep it belongs to (``table`` in the record), or "runs".
         row: the swept value (``row`` in the record), or the overrides that set it apart.
         seed: the ``seed`` field, or the ``seed=`` override; None when neither is there.
@@ -251,7 +251,7 @@ def check_history(value: Any) -> History:
 
 
 def _latest_completed(record: Any) -> tuple[Any, str | None]:
-    """pyramid_lab.runs.record.latest_completed on a record that nobody has checked yet."""
+    """pyramid_lab.runs.record_file.latest_completed on a record that nobody has checked yet."""
     if isinstance(record, Mapping) and record.get("attempts"):
         check_history(record.get("history"))  # latest_completed compares its epochs
     try:

@@ -1,7 +1,7 @@
 """A run's files: the run record, checkpoints, atomic writes, the run lock and the TensorBoard tree.
 
 The names below are importable from ``pyramid_lab.runs`` (the configs' ``_target_`` paths), but
-loaded on first use: reading records (``pyramid_lab.runs.record``, the report, the sweep summary)
+loaded on first use: reading records (``pyramid_lab.runs.record_file``, the report, the sweep summary)
 must not import torch or Lightning.
 """
 
@@ -14,7 +14,7 @@ _EXPORTS = {
     "AtomicCheckpointIO": "pyramid_lab.runs.checkpoint",
     "InterruptCheckpoint": "pyramid_lab.runs.interrupt",
     "RunRecord": "pyramid_lab.runs.recorder",
-    "read_record": "pyramid_lab.runs.record",
+    "read_record": "pyramid_lab.runs.record_file",
     "atomic_write": "pyramid_lab.runs.atomic",
 }
 __all__ = sorted(_EXPORTS)

@@ -1,5 +1,5 @@
 """The run record kept up to date through a run: ``metrics.json`` in its output folder (the one
-file reports and tests read, pyramid_lab.runs.record) and the run's state in every checkpoint.
+file reports and tests read, pyramid_lab.runs.record_file) and the run's state in every checkpoint.
 
 The record is written atomically at the start of a run with status ``running``, after every epoch
 with the history so far, and at the end with the final status (``completed``, ``failed``,
@@ -28,7 +28,7 @@ import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 
 from pyramid_lab.runs.environment import environment
-from pyramid_lab.runs.record import RECORD_NAME, STATUSES, write_record
+from pyramid_lab.runs.record_file import RECORD_NAME, STATUSES, write_record
 
 log = logging.getLogger(__name__)
 

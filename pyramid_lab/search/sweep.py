@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from pyramid_lab.errors import ConfigError
-from pyramid_lab.runs.record import RECORD_NAME, read_record, write_record
+from pyramid_lab.runs.record_file import RECORD_NAME, read_record, write_record
 from pyramid_lab.runs.trust import check_trusted
 from pyramid_lab.search import study as bookkeeping
 from pyramid_lab.search.budget import CONSTRAINT, MAX_PARAMS, count_model_parameters, over_budget_reason
