@@ -27,10 +27,10 @@ from optuna.trial import TrialState
 
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.runs.record_file import read_record
+from pyramid_lab.search.bookkeeping import REASON, default_storage
 from pyramid_lab.search.pruning import PRUNER_ATTR, TrialPruned
 from pyramid_lab.search.results import RESULTS_NAME, WINNER_NAME
 from pyramid_lab.search.space import parse_space
-from pyramid_lab.search.study import REASON, default_storage
 from pyramid_lab.search.sweep import Search, SearchSettings
 from tests.helpers import CONFIG_DIR, compose_config, run_app
 

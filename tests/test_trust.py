@@ -26,9 +26,9 @@ from omegaconf import OmegaConf
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.runs.recorder import RUN_STATE_KEY
 from pyramid_lab.runs.trust import UntrustedConfig, check_trusted
+from pyramid_lab.search.bookkeeping import default_storage
 from pyramid_lab.search.pruning import PRUNER_ATTR, OptunaPruning
 from pyramid_lab.search.results import RESULTS_NAME
-from pyramid_lab.search.study import default_storage
 from pyramid_lab.search.sweep import Search
 from pyramid_lab.train import train
 from tests.helpers import CONFIG_DIR, TINY, compose_config, run_app

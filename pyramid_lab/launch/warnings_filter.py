@@ -23,7 +23,7 @@ SILENCED = (
     # parameter gives the right size: the warning is about its table of precisions only.
     r"Precision .* is not supported by the model summary",
     # Optuna 5 marks RDBStorage's heartbeat experimental; it is the documented way for a search to
-    # fail the trials of a process that died (pyramid_lab.search.study), chosen knowingly.
+    # fail the trials of a process that died (pyramid_lab.search.bookkeeping), chosen knowingly.
     r"Argument ``heartbeat_interval`` is an experimental feature",
 )
 _QUIET_LOGGERS = {

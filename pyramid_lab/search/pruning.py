@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 
 from pyramid_lab.errors import RunStopped
 from pyramid_lab.runs.trust import check_trusted
-from pyramid_lab.search.study import REASON, trial_handle
+from pyramid_lab.search.bookkeeping import REASON, trial_handle
 
 # The study's user attribute holding the pruner's config (a Hydra ``_target_`` dict).
 PRUNER_ATTR = "pruner"

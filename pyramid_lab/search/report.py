@@ -20,10 +20,10 @@ from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
 from pyramid_lab.errors import ConfigError
+from pyramid_lab.search.bookkeeping import DB_NAME, PARAMS, REASON, default_storage
 from pyramid_lab.search.budget import MAX_PARAMS
 from pyramid_lab.search.importance import Importances, param_importances
 from pyramid_lab.search.results import RESULTS_NAME, read_results
-from pyramid_lab.search.study import DB_NAME, PARAMS, REASON, default_storage
 
 TOP = 10  # rows of the top-trials table
 

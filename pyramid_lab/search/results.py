@@ -24,8 +24,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from pyramid_lab.runs.reading import UnreadableFile, read_regular
+from pyramid_lab.search.bookkeeping import OVERRIDES, RUN_DIR
 from pyramid_lab.search.importance import param_importances
-from pyramid_lab.search.study import OVERRIDES, RUN_DIR
 
 RESULTS_NAME = "optimization_results.yaml"
 WINNER_NAME = "best_config.yaml"

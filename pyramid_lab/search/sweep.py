@@ -27,14 +27,14 @@ from optuna.trial import TrialState
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.runs.record_file import RECORD_NAME, read_record, write_record
 from pyramid_lab.runs.trust import check_trusted
-from pyramid_lab.search import study as bookkeeping
+from pyramid_lab.search import bookkeeping
+from pyramid_lab.search.bookkeeping import OVERRIDES, PARAMS, REASON, RUN_DIR, STATUS
 from pyramid_lab.search.budget import CONSTRAINT, MAX_PARAMS, count_model_parameters, over_budget_reason
 from pyramid_lab.search.pruning import PRUNER_ATTR
 from pyramid_lab.search.results import write_results
 from pyramid_lab.search.scale import GROUP as SCALE_GROUP
 from pyramid_lab.search.scale import scale_settings, scale_wins
 from pyramid_lab.search.space import SearchSpace, format_value, parse_space
-from pyramid_lab.search.study import OVERRIDES, PARAMS, REASON, RUN_DIR, STATUS
 
 log = logging.getLogger(__name__)
 

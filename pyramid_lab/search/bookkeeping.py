@@ -1,4 +1,5 @@
-"""The study in its storage: opening it, counting what is done, and failing trials whose process died.
+"""The search's bookkeeping: the Optuna study's storage, which trials used their slot, and failing
+trials whose process died.
 
 A trial's slot is *used* once the search has told its outcome: COMPLETE, PRUNED, or FAIL after its
 job ran (the ``status`` user attribute says failed, diverged, ...). A FAIL without ``status`` is a
