@@ -18,11 +18,14 @@ from torch import nn
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.models import densenet, resnet, vgg, wide_resnet
 from pyramid_lab.models.densenet import DenseNet
-from pyramid_lab.models.layers import ACTIVATION_NAMES, create_act
+from pyramid_lab.models.layers import ACTIVATION_NAMES, get_act_layer
 from pyramid_lab.models.pyramidnet import PyramidNet
 from pyramid_lab.models.resnet import ResNet, ShortcutA
 from pyramid_lab.models.vgg import VGG
 from pyramid_lab.models.wide_resnet import WideResNet
+
+# DenseNet (k=12) of depth 40 without bottleneck or compression (Huang et al. 2017, Table 2).
+DENSENET40_K12 = partial(DenseNet, depth=40, growth_rate=12, bottleneck=False, compression=1.0)
 
 
 def count(model: nn.Module) -> int:
@@ -34,50 +37,48 @@ def build_on_meta(builder: Callable[..., nn.Module], **kw) -> nn.Module:
         return builder(**kw)
 
 
-# builder -> (exact count for 10 classes from the reference implementation, the paper's figure in
-# millions as printed). References: akamaster/pytorch_resnet_cifar10 (ResNet, option A),
-# xternalz/WideResNet-pytorch and szagoruyko/wide-residual-networks (WRN), bamos/densenet.pytorch
-# (DenseNet-BC), kuangliu/pytorch-cifar (VGG). Papers: He et al. 2016 Table 6; Zagoruyko &
-# Komodakis 2016 Tables 4-6; Huang et al. 2017 Table 2. VGG's paper has no CIFAR figure, so VGG's
-# is the CIFAR reference's count rounded.
-COUNTS = {
-    resnet.resnet20: (269_722, "0.27"),
-    resnet.resnet32: (464_154, "0.46"),
-    resnet.resnet44: (658_586, "0.66"),
-    resnet.resnet56: (853_018, "0.85"),
-    resnet.resnet110: (1_727_962, "1.7"),
-    wide_resnet.wrn16_4: (2_748_890, "2.7"),
-    wide_resnet.wrn16_8: (10_961_370, "11.0"),
-    wide_resnet.wrn28_10: (36_479_194, "36.5"),
-    wide_resnet.wrn40_4: (8_949_210, "8.9"),
-    densenet.densenet40_k12: (1_019_722, "1.0"),
-    densenet.densenet_bc100_k12: (769_162, "0.8"),
-    densenet.densenet_bc250_k24: (15_324_406, "15.3"),
-    densenet.densenet_bc190_k40: (25_624_430, "25.6"),
-    partial(DenseNet, depth=100, growth_rate=12, bottleneck=False, compression=1.0): (
+# name -> (builder, exact count for 10 classes from the reference implementation, the paper's figure
+# in millions as printed). The sizes no config names have no builder: they are built from the
+# family's class, which these counts pin at the papers' depths and widths. References:
+# akamaster/pytorch_resnet_cifar10 (ResNet, option A), xternalz/WideResNet-pytorch and
+# szagoruyko/wide-residual-networks (WRN), bamos/densenet.pytorch (DenseNet-BC),
+# kuangliu/pytorch-cifar (VGG). Papers: He et al. 2016 Table 6; Zagoruyko & Komodakis 2016 Tables
+# 4-6; Huang et al. 2017 Table 2. VGG's paper has no CIFAR figure, so VGG's is the CIFAR reference's
+# count rounded.
+COUNTS: dict[str, tuple[Callable[..., nn.Module], int, str]] = {
+    "resnet20": (resnet.resnet20, 269_722, "0.27"),
+    "resnet32": (partial(ResNet, depth=32), 464_154, "0.46"),
+    "resnet44": (partial(ResNet, depth=44), 658_586, "0.66"),
+    "resnet56": (partial(ResNet, depth=56), 853_018, "0.85"),
+    "resnet110": (resnet.resnet110, 1_727_962, "1.7"),
+    "wrn16_4": (wide_resnet.wrn16_4, 2_748_890, "2.7"),
+    "wrn16_8": (partial(WideResNet, depth=16, widen_factor=8), 10_961_370, "11.0"),
+    "wrn28_10": (wide_resnet.wrn28_10, 36_479_194, "36.5"),
+    "wrn40_4": (partial(WideResNet, depth=40, widen_factor=4), 8_949_210, "8.9"),
+    "densenet40_k12": (DENSENET40_K12, 1_019_722, "1.0"),
+    "densenet_bc100_k12": (densenet.densenet_bc100_k12, 769_162, "0.8"),
+    "densenet_bc250_k24": (partial(DenseNet, depth=250, growth_rate=24), 15_324_406, "15.3"),
+    "densenet_bc190_k40": (partial(DenseNet, depth=190, growth_rate=40), 25_624_430, "25.6"),
+    "densenet100_k12": (
+        partial(DenseNet, depth=100, growth_rate=12, bottleneck=False, compression=1.0),
         6_979_642,
         "7.0",
     ),
-    partial(DenseNet, depth=100, growth_rate=24, bottleneck=False, compression=1.0): (
+    "densenet100_k24": (
+        partial(DenseNet, depth=100, growth_rate=24, bottleneck=False, compression=1.0),
         27_249_082,
         "27.2",
     ),
-    vgg.vgg11_bn: (9_231_114, "9.2"),
-    vgg.vgg13_bn: (9_416_010, "9.4"),
-    vgg.vgg16_bn: (14_728_266, "14.7"),
-    vgg.vgg19_bn: (20_040_522, "20.0"),
+    "vgg11_bn": (partial(VGG, depth=11), 9_231_114, "9.2"),
+    "vgg13_bn": (partial(VGG, depth=13), 9_416_010, "9.4"),
+    "vgg16_bn": (vgg.vgg16_bn, 14_728_266, "14.7"),
+    "vgg19_bn": (vgg.vgg19_bn, 20_040_522, "20.0"),
 }
 
 
-def _name(builder: Callable) -> str:
-    if isinstance(builder, partial):
-        return "densenet{depth}_k{growth_rate}".format(**builder.keywords)
-    return builder.__name__
-
-
-@pytest.mark.parametrize("builder", list(COUNTS), ids=_name)
-def test_parameter_count_matches_reference_and_paper(builder):
-    exact, paper = COUNTS[builder]
+@pytest.mark.parametrize("name", list(COUNTS))
+def test_parameter_count_matches_reference_and_paper(name):
+    builder, exact, paper = COUNTS[name]
     n = count(build_on_meta(builder))
     assert n == exact
     decimals = len(paper.split(".")[1])
@@ -116,7 +117,7 @@ TINY: dict[str, tuple[Callable[..., nn.Module], int]] = {
         6 + 2 + 1,
     ),
     # 1 per conv
-    "vgg11_bn": (vgg.vgg11_bn, 8),
+    "vgg11_bn": (partial(VGG, depth=11), 8),
 }
 ACT_TYPES = (nn.ReLU, nn.LeakyReLU, nn.SELU, nn.Hardswish, nn.GELU)
 
@@ -129,7 +130,7 @@ def activations(model: nn.Module) -> list[nn.Module]:
 @pytest.mark.parametrize("act", [*ACTIVATION_NAMES, nn.GELU])
 def test_act_layer_sets_every_activation(name, act):
     builder, expected = TINY[name]
-    want = nn.GELU if act is nn.GELU else type(create_act(act))
+    want = nn.GELU if act is nn.GELU else type(get_act_layer(act)())
     found = activations(builder(act_layer=act))
     assert len(found) == expected
     assert {type(m) for m in found} == {want}
@@ -246,7 +247,7 @@ def test_densenet_channel_arithmetic():
     # BC-100-12: stem 24, blocks of 16 layers, compression 0.5: 24+192=216 -> 108, 108+192=300 ->
     # 150, 150+192 = 342 features (Huang et al. 2017). Plain 40-12: stem 16 + 36 * 12 = 448.
     assert build_on_meta(densenet.densenet_bc100_k12).num_features == 342
-    assert build_on_meta(densenet.densenet40_k12).num_features == 448
+    assert build_on_meta(DENSENET40_K12).num_features == 448
 
 
 @pytest.mark.parametrize(
@@ -269,7 +270,7 @@ def test_reference_init(make):
 
 
 def test_vgg_init():
-    model = vgg.vgg11_bn()
+    model = VGG(depth=11)
     conv = model.features[-4]
     assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (9 * 512)), rel=0.05)
     assert torch.all(conv.bias == 0)

@@ -12,19 +12,14 @@ the pooled (B, num_features)); and
 ``forward(x) = forward_head(forward_features(x))``. Weights are initialised by
 ``layers.init_weights``, as each family's reference does. A variant (depth, alpha, ...) is defined
 once, by its builder here (``pyramidnet196_a48(**kw)``); conf/model/<name>.yaml names the builder
-(``_target_: pyramid_lab.models.<name>``) and does not repeat it. This package imports neither
-Lightning nor Hydra.
+(``_target_: pyramid_lab.models.<name>``) and does not repeat it. Only the sizes a config names have
+a builder (tests/test_models_contract.py); the papers' other sizes are the class with its arguments
+(``ResNet(depth=56)``, ``WideResNet(40, 4)``). This package imports neither Lightning nor Hydra.
 """
 
 from pyramid_lab.models.base import ConvNet
-from pyramid_lab.models.densenet import (
-    DenseNet,
-    densenet40_k12,
-    densenet_bc100_k12,
-    densenet_bc190_k40,
-    densenet_bc250_k24,
-)
-from pyramid_lab.models.layers import ACTIVATION_NAMES, create_act, get_act_layer, init_weights
+from pyramid_lab.models.densenet import DenseNet, densenet_bc100_k12
+from pyramid_lab.models.layers import ACTIVATION_NAMES, get_act_layer, init_weights
 from pyramid_lab.models.pyramidnet import (
     PyramidNet,
     pyramidnet110_a4_75,
@@ -34,18 +29,15 @@ from pyramid_lab.models.pyramidnet import (
     pyramidnet196_a48,
     pyramidnet272_a200,
 )
-from pyramid_lab.models.resnet import ResNet, resnet20, resnet32, resnet44, resnet56, resnet110
+from pyramid_lab.models.resnet import ResNet, resnet20, resnet110
 from pyramid_lab.models.shakedrop import ShakeDrop, shake_drop
-from pyramid_lab.models.vgg import VGG, vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn
-from pyramid_lab.models.wide_resnet import WideResNet, wrn16_4, wrn16_8, wrn28_10, wrn40_4
+from pyramid_lab.models.vgg import VGG, vgg16_bn, vgg19_bn
+from pyramid_lab.models.wide_resnet import WideResNet, wrn16_4, wrn28_10
 
 __all__ = [
     "ConvNet",
     "DenseNet",
-    "densenet40_k12",
     "densenet_bc100_k12",
-    "densenet_bc190_k40",
-    "densenet_bc250_k24",
     "PyramidNet",
     "pyramidnet110_a4_75",
     "pyramidnet110_a48",
@@ -54,25 +46,17 @@ __all__ = [
     "pyramidnet196_a48",
     "pyramidnet272_a200",
     "ACTIVATION_NAMES",
-    "create_act",
     "get_act_layer",
     "init_weights",
     "ResNet",
     "resnet20",
-    "resnet32",
-    "resnet44",
-    "resnet56",
     "resnet110",
     "ShakeDrop",
     "shake_drop",
     "VGG",
-    "vgg11_bn",
-    "vgg13_bn",
     "vgg16_bn",
     "vgg19_bn",
     "WideResNet",
     "wrn16_4",
-    "wrn16_8",
     "wrn28_10",
-    "wrn40_4",
 ]

@@ -144,18 +144,6 @@ class DenseNet(ConvNet):
         return self.act_final(self.bn_final(self.features(self.stem(x))))
 
 
-# Huang et al. 2017, Table 2.
-def densenet40_k12(**kw: Any) -> DenseNet:
-    return DenseNet(depth=40, growth_rate=12, bottleneck=False, compression=1.0, **kw)
-
-
+# Huang et al. 2017, Table 2; the size a config names (the others: DenseNet(250, 24), ...).
 def densenet_bc100_k12(**kw: Any) -> DenseNet:
     return DenseNet(depth=100, growth_rate=12, **kw)
-
-
-def densenet_bc250_k24(**kw: Any) -> DenseNet:
-    return DenseNet(depth=250, growth_rate=24, **kw)
-
-
-def densenet_bc190_k40(**kw: Any) -> DenseNet:
-    return DenseNet(depth=190, growth_rate=40, **kw)

@@ -44,11 +44,6 @@ def get_act_layer(act_layer: str | ActLayer) -> ActLayer:
         ) from None
 
 
-def create_act(act_layer: str | ActLayer) -> nn.Module:
-    """A new activation module for ``act_layer`` (see :func:`get_act_layer`)."""
-    return get_act_layer(act_layer)()
-
-
 def conv3x3(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
     """3x3 convolution with padding 1 and no bias (a norm layer follows or precedes it)."""
     return nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=stride, padding=1, bias=False)

@@ -132,21 +132,9 @@ class ResNet(ConvNet):
         return self.stages(self.stem(x))
 
 
-# He et al. 2016, Table 6: ResNet-(6n+2) for n = 3, 5, 7, 9, 18.
+# He et al. 2016, Table 6: ResNet-(6n+2); the sizes a config names (the others: ResNet(depth=56)).
 def resnet20(**kw: Any) -> ResNet:
     return ResNet(depth=20, **kw)
-
-
-def resnet32(**kw: Any) -> ResNet:
-    return ResNet(depth=32, **kw)
-
-
-def resnet44(**kw: Any) -> ResNet:
-    return ResNet(depth=44, **kw)
-
-
-def resnet56(**kw: Any) -> ResNet:
-    return ResNet(depth=56, **kw)
 
 
 def resnet110(**kw: Any) -> ResNet:

@@ -87,15 +87,8 @@ class VGG(ConvNet):
         return self.features(x)
 
 
-# Simonyan & Zisserman 2015, Table 1 (configurations A, B, D, E) with batch norm.
-def vgg11_bn(**kw: Any) -> VGG:
-    return VGG(depth=11, **kw)
-
-
-def vgg13_bn(**kw: Any) -> VGG:
-    return VGG(depth=13, **kw)
-
-
+# Simonyan & Zisserman 2015, Table 1 (configurations D and E) with batch norm; the sizes a config
+# names (A and B: VGG(depth=11), VGG(depth=13)).
 def vgg16_bn(**kw: Any) -> VGG:
     return VGG(depth=16, **kw)
 

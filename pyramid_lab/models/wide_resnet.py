@@ -137,18 +137,10 @@ class WideResNet(ConvNet):
         return self.act_final(self.bn_final(self.stages(self.stem(x))))
 
 
-# Zagoruyko & Komodakis 2016, Tables 4-6.
+# Zagoruyko & Komodakis 2016, Tables 4-6; the sizes a config names (the others: WideResNet(40, 4)).
 def wrn16_4(**kw: Any) -> WideResNet:
     return WideResNet(depth=16, widen_factor=4, **kw)
 
 
-def wrn16_8(**kw: Any) -> WideResNet:
-    return WideResNet(depth=16, widen_factor=8, **kw)
-
-
 def wrn28_10(**kw: Any) -> WideResNet:
     return WideResNet(depth=28, widen_factor=10, **kw)
-
-
-def wrn40_4(**kw: Any) -> WideResNet:
-    return WideResNet(depth=40, widen_factor=4, **kw)
