@@ -7,6 +7,7 @@ Forward passes use tiny variants.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from functools import partial
@@ -74,6 +75,17 @@ COUNTS: dict[str, tuple[Callable[..., nn.Module], int, str]] = {
     "vgg16_bn": (vgg.vgg16_bn, 14_728_266, "14.7"),
     "vgg19_bn": (vgg.vgg19_bn, 20_040_522, "20.0"),
 }
+
+
+def test_every_builder_has_its_reference_count():
+    families = {ResNet: resnet, WideResNet: wide_resnet, DenseNet: densenet, VGG: vgg}
+    builders = {
+        obj
+        for cls, module in families.items()
+        for obj in vars(module).values()
+        if inspect.isfunction(obj) and inspect.signature(obj).return_annotation in (cls.__name__, cls)
+    }
+    assert builders and builders <= {builder for builder, _, _ in COUNTS.values()}
 
 
 @pytest.mark.parametrize("name", list(COUNTS))

@@ -1,10 +1,13 @@
 """PyramidNet against the reference code's parameter counts and the papers' figures."""
 
+import inspect
+
 import pytest
 import torch
 from torch import nn
 
 from pyramid_lab.errors import ConfigError
+from pyramid_lab.models import pyramidnet
 from pyramid_lab.models.pyramidnet import (
     PyramidNet,
     pyramid_widths,
@@ -19,6 +22,7 @@ REFERENCE_COUNTS = {
     (110, 48, False): 1_772_706,
     (110, 4.75, False): 337_133,
     (128, 64, False): 3_053_137,
+    (128, 64, True): 1_970_726,
     (164, 48, True): 1_715_442,
     (196, 48, True): 1_996_512,
     (272, 200, True): 26_210_842,
@@ -41,6 +45,28 @@ def on_meta(builder, *args, **kw) -> nn.Module:
 def test_parameter_count_equals_reference(depth, alpha, bottleneck):
     model = on_meta(PyramidNet, depth, alpha, bottleneck=bottleneck, truncate_depth=True)
     assert count(model) == REFERENCE_COUNTS[(depth, alpha, bottleneck)]
+
+
+# Each builder's variant (depth, alpha, bottleneck units), pinned to the reference's count above.
+BUILT = {
+    "pyramidnet110_a48": (110, 48, False),
+    "pyramidnet110_a4_75": (110, 4.75, False),
+    "pyramidnet128_a64": (128, 64, True),
+    "pyramidnet164_a48": (164, 48, True),
+    "pyramidnet196_a48": (196, 48, True),
+    "pyramidnet272_a200": (272, 200, True),
+}
+BUILDERS = sorted(
+    name
+    for name, obj in vars(pyramidnet).items()
+    if inspect.isfunction(obj) and inspect.signature(obj).return_annotation in ("PyramidNet", PyramidNet)
+)
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_every_builder_builds_the_references_network(name):
+    # A builder added without its reference count fails here (KeyError) rather than going unchecked.
+    assert count(on_meta(getattr(pyramidnet, name))) == REFERENCE_COUNTS[BUILT[name]]
 
 
 def test_paper_figures():
