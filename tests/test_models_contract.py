@@ -13,6 +13,7 @@ import sys
 
 import pytest
 import torch
+from hydra._internal.utils import _locate
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -98,31 +99,41 @@ def test_every_builder_and_model_is_a_package_level_name():
     assert found <= set(models.__all__)
 
 
-# Every model target a released conf/model option named. A checkpoint's saved config carries it, and
-# mode=test and mode=predict rebuild the model from that config: a target renamed or dropped
-# orphans those checkpoints, so a new option joins this list and a name on it stays.
-SAVED_TARGETS = (
-    "PyramidNet",
-    "pyramidnet110_a48",
-    "pyramidnet110_a4_75",
-    "pyramidnet128_a64",
-    "pyramidnet164_a48",
-    "pyramidnet196_a48",
-    "pyramidnet272_a200",
-    "resnet20",
-    "resnet110",
-    "wrn16_4",
-    "wrn28_10",
-    "densenet_bc100_k12",
-    "vgg16_bn",
-    "vgg19_bn",
-)
+# Every model target a released conf/model option named, in both spellings the options have used
+# (the package's name, and before it the family module's). A checkpoint's saved config carries it,
+# and mode=test and mode=predict rebuild the model from that config: a target renamed or dropped
+# (a builder, or a family module) orphans those checkpoints, so a new option joins this list and a
+# name on it stays.
+SAVED_MODELS = {
+    "pyramidnet": [
+        "PyramidNet",
+        "pyramidnet110_a48",
+        "pyramidnet110_a4_75",
+        "pyramidnet128_a64",
+        "pyramidnet164_a48",
+        "pyramidnet196_a48",
+        "pyramidnet272_a200",
+    ],
+    "resnet": ["resnet20", "resnet110"],
+    "wide_resnet": ["wrn16_4", "wrn28_10"],
+    "densenet": ["densenet_bc100_k12"],
+    "vgg": ["vgg16_bn", "vgg19_bn"],
+}
+SAVED_TARGETS = [
+    f"pyramid_lab.models{package_or_module}.{name}"
+    for module, names in SAVED_MODELS.items()
+    for name in names
+    for package_or_module in ("", f".{module}")
+]
 
 
-def test_every_target_a_checkpoint_may_name_still_resolves():
-    assert named_by_options() <= set(SAVED_TARGETS)
-    for name in SAVED_TARGETS:
-        assert callable(getattr(models, name)), name
+@pytest.mark.parametrize("target", SAVED_TARGETS)
+def test_a_target_a_checkpoint_may_name_still_resolves(target):
+    assert callable(_locate(target))  # the resolver instantiate uses
+
+
+def test_every_option_target_is_one_checkpoints_may_name():
+    assert {OmegaConf.load(CONF / f"{option}.yaml")._target_ for option in OPTIONS} <= set(SAVED_TARGETS)
 
 
 def test_every_builder_is_named_by_an_option():
