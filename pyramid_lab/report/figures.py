@@ -19,10 +19,10 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from pyramid_lab.report.collect import Run
-from pyramid_lab.report.pictures import save_png
 from pyramid_lab.report.significance import t_interval
 from pyramid_lab.report.tables import Row, Table
 from pyramid_lab.runs.atomic import atomic_path
+from pyramid_lab.runs.pictures import save_png
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
