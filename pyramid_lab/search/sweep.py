@@ -25,10 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from pyramid_lab.errors import ConfigError
+from pyramid_lab.models.budget import over_budget
 from pyramid_lab.runs.record import RECORD_NAME, read_record, write_record
 from pyramid_lab.runs.trust import check_trusted
 from pyramid_lab.search import study as bookkeeping
-from pyramid_lab.search.budget import CONSTRAINT, MAX_PARAMS, count_model_parameters, over_budget_reason
+from pyramid_lab.search.budget import CONSTRAINT, MAX_PARAMS, count_model_parameters
 from pyramid_lab.search.pruning import PRUNER_ATTR
 from pyramid_lab.search.results import write_results
 from pyramid_lab.search.scale import GROUP as SCALE_GROUP
@@ -189,7 +190,7 @@ class Search:
         trial.set_user_attr(MAX_PARAMS, max_params)
         if max_params is not None:
             trial.set_constraint(CONSTRAINT, params - max_params)
-        reason = over_budget_reason(params, max_params)
+        reason = over_budget(params, max_params)
         if reason is not None:
             self._settle(study, trial, run_dir, "pruned", reason, params=params)
             return None
