@@ -9,7 +9,6 @@ and the study's storage, never through the job's return value, which a remote la
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from pyramid_lab.errors import ConfigError
+from pyramid_lab.errors import ConfigError, is_finite_number
 from pyramid_lab.models.budget import over_budget
 from pyramid_lab.runs.record import RECORD_NAME, read_record, write_record
 from pyramid_lab.runs.trust import check_trusted
@@ -248,7 +247,7 @@ class Search:
         # run is told as pruned even where train() records it as failed.
         if status == "pruned" or REASON in frozen.user_attrs:
             state, reason = TrialState.PRUNED, frozen.user_attrs.get(REASON) or record.get("error")
-        elif status == "completed" and all(_finite(v) for v in values):
+        elif status == "completed" and all(is_finite_number(v) for v in values):
             state, reason = TrialState.COMPLETE, None
         elif status == "completed":
             state, reason = TrialState.FAIL, f"completed without a finite {', '.join(self.objectives)}"
@@ -256,7 +255,7 @@ class Search:
             state, reason = TrialState.FAIL, record.get("error") or status
         trial.set_user_attr(STATUS, "pruned" if state == TrialState.PRUNED else status)
         for key in ("params", "epochs", "val/acc_best", "wall_time_s"):
-            if _finite(record.get(key)):
+            if is_finite_number(record.get(key)):
                 trial.set_user_attr(key, record[key])
         if reason:
             trial.set_user_attr(REASON, str(reason)[:1000])
@@ -311,7 +310,3 @@ def _as_list(value: Any) -> list[str]:
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
