@@ -15,8 +15,6 @@ from __future__ import annotations
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from pyramid_lab.models.budget import count_parameters
-
 # The budget a trial ran under (user attribute, next to its parameter count), and the name of its
 # constraint in the study.
 MAX_PARAMS = "max_params"
@@ -26,4 +24,7 @@ CONSTRAINT = "params_over_budget"
 def count_model_parameters(cfg: DictConfig) -> int:
     """Trainable parameters of ``cfg.model`` (built once on the CPU, then dropped), counted as
     ``train()`` counts them (pyramid_lab.models.budget)."""
+    # Imported here: the report reads MAX_PARAMS from this module and imports no torch.
+    from pyramid_lab.models.budget import count_parameters
+
     return count_parameters(instantiate(cfg.model))
