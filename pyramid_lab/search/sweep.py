@@ -9,7 +9,6 @@ and the study's storage, never through the job's return value, which a remote la
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from pyramid_lab.errors import ConfigError, is_finite_number
+from pyramid_lab.launch import warnings_filter
 from pyramid_lab.models.budget import over_budget
 from pyramid_lab.runs.record import RECORD_NAME, read_record, write_record
 from pyramid_lab.runs.trust import check_trusted
@@ -82,9 +82,8 @@ class Search:
         self.storage_url = settings.storage or bookkeeping.default_storage(self.sweep_dir)
 
     def run(self, arguments: Sequence[str]) -> optuna.Study:
-        # Heartbeats, stale-trial failing and trial constraints are marked experimental in Optuna 5;
-        # they are the documented way to do what this search needs.
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        # Before any job installs the command's filter: Optuna's experimental-feature notices.
+        warnings_filter.silence()
         space = parse_space(self._params(), arguments, _plain(self.settings.conditions))
         if not space.distributions:
             raise ConfigError("hydra.sweeper.params: nothing to search (every parameter is fixed)")
