@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from pyramid_lab import config_dir
-from pyramid_lab.errors import ConfigError, RunStopped, is_ctrl_c
+from pyramid_lab.errors import ConfigError, RunStopped, exit_with_error, is_ctrl_c, show_error
 
 # conf/ of the checkout or pyramid_lab/conf of a wheel, whichever this install has.
 CONFIG_DIR = config_dir()
@@ -55,10 +55,10 @@ def main(cfg: DictConfig) -> float | None:
             raise  # a bug or an environment failure: keep the traceback (the record says failed)
         if not expected:
             log.exception("job %s failed", hydra_cfg.job.num)
-        print(f"error: {error}", file=sys.stderr)
+        code = show_error(error, 2 if isinstance(error, ConfigError) else 1)
         if in_sweep:
             return None  # recorded in its metrics.json; the other jobs run, the sweep exits 1
-        sys.exit(2 if isinstance(error, ConfigError) else 1)
+        sys.exit(code)
     if record is None or rank_zero_only.rank != 0:
         return None
     print(
@@ -114,12 +114,10 @@ def refuse_moved_keys(argv: list[str]) -> None:
         key = arg.lstrip("+~").split("=", 1)[0]
         for old, new in _MOVED_KEYS.items():
             if key.startswith(old):
-                print(
-                    f"error: {key} is now {new + key[len(old) :] if old.endswith('.') else new} "
-                    "(scheduler settings are flat; see README)",
-                    file=sys.stderr,
+                exit_with_error(
+                    f"{key} is now {new + key[len(old) :] if old.endswith('.') else new} "
+                    "(scheduler settings are flat; see README)"
                 )
-                sys.exit(2)
 
 
 def cli() -> None:

@@ -19,6 +19,8 @@ from omegaconf.errors import MissingMandatoryValue
 from torch import nn
 
 from pyramid_lab.errors import ConfigError
+from pyramid_lab.models.budget import count_parameters as count_parameters  # train and evaluate use it
+from pyramid_lab.models.budget import over_budget
 from pyramid_lab.optim.settings import check_optimizer_numbers
 from pyramid_lab.training.module import check_sam_precision, is_sam
 from pyramid_lab.training.precision import AUTO
@@ -81,22 +83,16 @@ def build(
     return Built(datamodule, net, module, trainer, built_loggers)
 
 
-def count_parameters(net: nn.Module) -> int:
-    """Trainable parameters: what the study's 2,000,000 budget counts."""
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
-
-
 def model_name(cfg: DictConfig) -> str:
     """The model's name: its builder's or class's (``pyramidnet196_a48``, ``PyramidNet``)."""
     return str(cfg.model._target_).rsplit(".", 1)[-1]
 
 
 def check_budget(params: int, max_params: int | None) -> None:
-    if max_params is not None and params > max_params:
-        raise ConfigError(
-            f"the model has {params:,} trainable parameters, over budget.max_params={max_params:,}; "
-            "choose a smaller model or raise the budget"
-        )
+    """Refuse a model over ``budget.max_params`` before anything is written (the search's rule too)."""
+    reason = over_budget(params, max_params)
+    if reason is not None:
+        raise ConfigError(reason)
 
 
 # numpy's seeds (np.random.seed, default_rng as the data splits use it) are unsigned 32-bit.

@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from pyramid_lab.report import Row, Run, Table, build_tables, collect_runs, inputs, plot_curves
+from pyramid_lab.report import Row, Run, Table, build_tables, collect_runs, plot_curves
 from pyramid_lab.report.__main__ import main
 from pyramid_lab.report.figures import MAX_CURVE_LINES, MAX_CURVE_ROWS
 from pyramid_lab.report.history import History
-from pyramid_lab.report.inputs import predictions_problem
 from pyramid_lab.report.render import markdown_document
+from pyramid_lab.runs import predictions_file
 
 N = 1000  # test images per run
 CLASSES = [f"c{i}" for i in range(10)]
@@ -339,6 +339,18 @@ def test_the_report_names_every_hostile_file_and_writes_the_rest(deadline, good_
     assert not (root / "curves.png").exists()  # one table: its own figure is the only one
 
 
+def test_each_predictions_file_is_read_once(good_runs, tmp_path, monkeypatch):
+    """collect_runs checks each test_predictions.npz and the comparisons use what it read: a file
+    is unpacked once, whether good or refused."""
+    root, (bad,) = planted(good_runs, tmp_path, {"case": HOSTILE["class out of range"][:2]})
+    reads: list[Path] = []
+    read = predictions_file.read_predictions
+    monkeypatch.setattr(predictions_file, "read_predictions", lambda path: reads.append(path) or read(path))
+    collected = collect_runs(root)
+    assert_good_runs_reported(build_tables(collected.runs))
+    assert sorted(reads) == sorted(root.glob("*/test_predictions.npz")) and bad in reads
+
+
 def write_many_runs(root: Path, tables: int, rows: int, seeds: int, epochs: int = 30) -> int:
     """tables x rows x seeds completed runs with an epochs-long history each (no predictions)."""
     count = 0
@@ -438,5 +450,7 @@ def test_predictions_that_unpack_to_more_than_the_limit_are_not_unpacked(tmp_pat
     with zipfile.ZipFile(file) as archive:
         unpacked = sum(info.file_size for info in archive.infolist())
     assert file.stat().st_size < unpacked // 2  # compressed
-    monkeypatch.setattr(inputs, "PREDICTIONS_LIMIT", unpacked // 2)
-    assert predictions_problem(file) == f"unpacks to {unpacked:,} bytes, more than the {unpacked // 2:,} read"
+    monkeypatch.setattr(predictions_file, "PREDICTIONS_LIMIT", unpacked // 2)
+    with pytest.raises(predictions_file.PredictionsError) as refused:
+        predictions_file.read_predictions(file)
+    assert str(refused.value) == f"unpacks to {unpacked:,} bytes, more than the {unpacked // 2:,} read"

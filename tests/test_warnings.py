@@ -48,8 +48,26 @@ def test_the_filters_silence_what_they_name_and_show_the_rest_once(monkeypatch):
         warnings.simplefilter("default")
         warnings_filter.install()
         optuna._experimental.warn_experimental_argument("heartbeat_interval")  # what RDBStorage says
+        optuna._experimental.experimental_func("2.9.0")(lambda: None)()  # as fail_stale_trials says
         for _ in range(3):
             warnings.warn("something about the run", UserWarning, stacklevel=1)
             warnings.resetwarnings()  # as code between two jobs may: Python's registry forgets
             warnings_filter.install()
     assert shown == ["something about the run"]
+
+
+def test_the_search_silences_optunas_notices_only(monkeypatch):
+    """The sweeper and the report's search section call silence(): Optuna's experimental notices
+    go, every other warning stays, shown as Python shows it (no show-once outside the command)."""
+    optuna = pytest.importorskip("optuna")
+    shown: list[str] = []
+    show = lambda message, *args, **kwargs: shown.append(str(message))  # noqa: E731
+    monkeypatch.setattr(warnings, "showwarning", show)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings_filter.silence()
+        optuna._experimental.experimental_class("3.0.0")(type("Sampler", (), {}))()
+        optuna._experimental.warn_experimental_argument("constraints_func")
+        for _ in range(2):
+            warnings.warn("something about the run", UserWarning, stacklevel=1)
+    assert shown == ["something about the run"] * 2 and warnings.showwarning is show

@@ -9,7 +9,6 @@ failed trial; this adapter keeps its configuration keys and its search-space syn
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 from hydra.core.plugins import Plugins
@@ -34,7 +33,7 @@ class OptunaSearchSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
-        from pyramid_lab.errors import ConfigError
+        from pyramid_lab.errors import ConfigError, exit_with_error
         from pyramid_lab.search.sweep import Search, SearchSettings
 
         assert self.config is not None and self.hydra_context is not None and self.launcher is not None
@@ -44,5 +43,4 @@ class OptunaSearchSweeper(Sweeper):
         except ConfigError as error:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"error: {error}", file=sys.stderr)  # one line, as for a run's bad input
-            sys.exit(2)
+            exit_with_error(error, 2)  # one line, as for a run's bad input

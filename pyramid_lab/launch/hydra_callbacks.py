@@ -15,6 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from pyramid_lab.errors import exit_with_error
 from pyramid_lab.runs.record_file import RECORD_NAME, read_record
 
 
@@ -54,11 +55,7 @@ def check_writable(setting: str, folder: str) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as error:
-        print(
-            f"error: {setting}={folder} is not a writable folder ({error.strerror}); choose another",
-            file=sys.stderr,
-        )
-        sys.exit(2)
+        exit_with_error(f"{setting}={folder} is not a writable folder ({error.strerror}); choose another")
 
 
 class WritableOutput(Callback):

@@ -2,7 +2,8 @@
 its reason; every other warning is shown once per process, so that a sweep's log (one process,
 many jobs) says it once instead of once per job.
 
-``install()`` is called by the command line (pyramid_lab.__main__) after Hydra parsed it. A
+``install()`` is called by the command line (pyramid_lab.__main__) after Hydra parsed it;
+``silence()`` alone by the search (its sweeper runs before any job, and the report draws it). A
 warning about the run itself (a smoke run's batches fewer than ``log_every_n_steps``, a data
 loader with few workers) stays: once.
 """
@@ -22,9 +23,13 @@ SILENCED = (
     # Under bf16-mixed/16-mixed the weights stay fp32, so the summary's fallback to 32 bits per
     # parameter gives the right size: the warning is about its table of precisions only.
     r"Precision .* is not supported by the model summary",
-    # Optuna 5 marks RDBStorage's heartbeat experimental; it is the documented way for a search to
-    # fail the trials of a process that died (pyramid_lab.search.bookkeeping), chosen knowingly.
-    r"Argument ``heartbeat_interval`` is an experimental feature",
+    # Optuna marks features the search relies on as experimental, in two message templates (an
+    # argument; a function or class): RDBStorage's heartbeat and fail_stale_trials, the documented
+    # way to fail the trials of a process that died (search/bookkeeping.py); trial constraints, the
+    # parameter budget told to the sampler (search/budget.py); whatever a sampler chosen in conf/
+    # uses. Chosen knowingly, and the notice says nothing about a run, once per trial and figure.
+    r"Argument ``\w+`` is an experimental feature",
+    r"\S+ is experimental \(supported from v",
 )
 _QUIET_LOGGERS = {
     # Lightning advertises its hosted logger with every Trainer: an advert, not a message.
@@ -68,12 +73,18 @@ class _ShowOnce:
             self.show(message, category, filename, lineno, file, line)
 
 
+def silence() -> None:
+    """Silence the warnings of ``SILENCED`` (and nothing else): what the search calls before it
+    talks to Optuna, in the sweeper (before any job installs the rest) and in the report."""
+    for message in SILENCED:
+        warnings.filterwarnings("ignore", message=message)  # an identical filter is replaced
+
+
 def install() -> None:
     """Silence the warnings of ``SILENCED`` and Lightning's tip; show every other warning once."""
     if not isinstance(warnings.showwarning, _ShowOnce):
         warnings.showwarning = _ShowOnce(warnings.showwarning)
-    for message in SILENCED:
-        warnings.filterwarnings("ignore", message=message)
+    silence()
     for name, prefixes in _QUIET_LOGGERS.items():
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) for f in logger.filters):

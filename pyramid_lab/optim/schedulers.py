@@ -18,7 +18,6 @@ A bad value raises ``ConfigError`` naming its Hydra key: the scheduler's argumen
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from typing import Literal, SupportsFloat
@@ -27,7 +26,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR, ReduceLROnPlateau
 
-from pyramid_lab.errors import ConfigError
+from pyramid_lab.errors import ConfigError, is_finite_number
 
 __all__ = ["WarmupPlateau", "cosine_periodic", "multistep", "snapshot_epochs"]
 
@@ -38,12 +37,8 @@ def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _is_real(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _check_gamma(name: str, value: object) -> None:
-    if not _is_real(value) or not 0 < value <= 1:  # type: ignore[operator]
+    if not is_finite_number(value) or not 0 < value <= 1:  # type: ignore[operator]
         raise ConfigError(f"{_KEY}.{name}={value!r} must be in (0, 1] (lr multiplier per decay)")
 
 
@@ -91,7 +86,7 @@ def multistep(
     for m in milestones:
         if _is_int(m):
             epoch = m
-        elif _is_real(m) and 0 < m < 1:
+        elif is_finite_number(m) and 0 < m < 1:
             if not bounded:
                 raise ConfigError(
                     f"{_KEY}.milestones={list(milestones)} has fractions but max_epochs is not "
@@ -145,7 +140,7 @@ def cosine_periodic(
     """
     if _is_int(half_period) and half_period >= 1:
         t_max = half_period
-    elif _is_real(half_period) and 0 < half_period <= 1 and not _is_int(half_period):
+    elif is_finite_number(half_period) and 0 < half_period <= 1 and not _is_int(half_period):
         if not _is_int(max_epochs) or max_epochs < 1:  # type: ignore[operator]
             raise ConfigError(
                 f"{_KEY}.half_period={half_period!r} is a fraction of the run but max_epochs="
@@ -211,19 +206,19 @@ class WarmupPlateau(ReduceLROnPlateau):
         ):
             if not _is_int(value) or value < 0:
                 raise ConfigError(f"{_KEY}.{name}={value!r} must be an integer >= 0 (epochs)")
-        if not _is_real(warmup_start_factor) or not 0 < warmup_start_factor <= 1:
+        if not is_finite_number(warmup_start_factor) or not 0 < warmup_start_factor <= 1:
             raise ConfigError(
                 f"{_KEY}.warmup_start_factor={warmup_start_factor!r} must be in (0, 1] "
                 "(first lr of the warm-up as a fraction of the peak lr)"
             )
-        if not _is_real(factor) or not 0 < factor < 1:
+        if not is_finite_number(factor) or not 0 < factor < 1:
             raise ConfigError(f"{_KEY}.factor={factor!r} must be in (0, 1) (lr multiplier on a plateau)")
         if mode not in ("min", "max"):
             raise ConfigError(f"{_KEY}.mode={mode!r} must be 'min' (a loss) or 'max' (an accuracy)")
         if threshold_mode not in ("rel", "abs"):
             raise ConfigError(f"{_KEY}.threshold_mode={threshold_mode!r} must be 'rel' or 'abs'")
         for name, value in (("threshold", threshold), ("min_lr", min_lr), ("eps", eps)):
-            if not _is_real(value) or value < 0:
+            if not is_finite_number(value) or value < 0:
                 raise ConfigError(f"{_KEY}.{name}={value!r} must be a number >= 0")
         super().__init__(
             optimizer,

@@ -4,11 +4,10 @@ builds one another way (torch's own message, "Invalid learning rate: -1", names 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
-from pyramid_lab.errors import ConfigError
+from pyramid_lab.errors import ConfigError, is_finite_number
 
 CHECKED = ("lr", "momentum", "weight_decay")
 
@@ -20,7 +19,7 @@ def check_optimizer_numbers(settings: Mapping[str, Any]) -> None:
         value = settings.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not is_finite_number(value):
             raise ConfigError(f"optimizer.{key}={value!r} must be a finite number")
         if key == "lr" and value <= 0:  # lr 0 trains nothing
             raise ConfigError(f"optimizer.lr={value!r} must be > 0 (the study: 0.1 for SGD)")

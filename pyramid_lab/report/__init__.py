@@ -40,17 +40,11 @@ if TYPE_CHECKING:  # for readers and type checkers; at run time each name loads 
         seeds_needed,
     )
     from pyramid_lab.report.render import csv_text, markdown_table, terminal_text
-    from pyramid_lab.report.significance import (
-        Effect,
-        Pair,
-        Predictions,
-        compare,
-        holm,
-        load_predictions,
-    )
+    from pyramid_lab.report.significance import Effect, Pair, compare, holm
     from pyramid_lab.report.study import BASELINE_ROWS
     from pyramid_lab.report.tables import Row, Table, build_tables
     from pyramid_lab.report.write import ReportPaths, ReportWarning, load_runs, write_report
+    from pyramid_lab.runs.predictions_file import Predictions, load_predictions
 
 # The module each public name lives in. Loaded on first use (PEP 562): `pyramid-lab-report --help`
 # and `import pyramid_lab.report.__main__` do not pay for matplotlib and statsmodels (seconds).
@@ -59,7 +53,7 @@ _EXPORTS = {
     "Collected": "pyramid_lab.report.collect",
     "Effect": "pyramid_lab.report.significance",
     "Pair": "pyramid_lab.report.significance",
-    "Predictions": "pyramid_lab.report.significance",
+    "Predictions": "pyramid_lab.runs.predictions_file",
     "RecordError": "pyramid_lab.report.collect",
     "ReportError": "pyramid_lab.report.collect",
     "ReportPaths": "pyramid_lab.report.write",
@@ -74,7 +68,7 @@ _EXPORTS = {
     "csv_text": "pyramid_lab.report.render",
     "effects_figure": "pyramid_lab.report.figures",
     "holm": "pyramid_lab.report.significance",
-    "load_predictions": "pyramid_lab.report.significance",
+    "load_predictions": "pyramid_lab.runs.predictions_file",
     "load_runs": "pyramid_lab.report.write",
     "markdown_table": "pyramid_lab.report.render",
     "paired_detectable_difference": "pyramid_lab.report.power",

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pyramid_lab import command_name
+from pyramid_lab.errors import show_error
 
 SEARCH_RESULTS = "optimization_results.yaml"  # pyramid_lab.search.results.RESULTS_NAME
 
@@ -49,15 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         collected = collect_runs(args.dir)
         out = output_folder(collected.root, args.out)
     except ReportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return show_error(error, 2)
     for problem in collected.problems:
         print(f"warning: {problem}", file=sys.stderr)
     try:
         tables = build_tables(check_usable(collected))
     except ReportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1 if collected.problems else 2
+        return show_error(error, 1 if collected.problems else 2)
     sections, searches, skipped = _search_sections(args.dir, out)
     collected = replace(collected, problems=[*collected.problems, *skipped])
     paths = write_outputs(collected, tables, out)

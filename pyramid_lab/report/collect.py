@@ -17,8 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from pyramid_lab.report.history import History
-from pyramid_lab.report.inputs import RecordError, predictions_problem, read_record_file
-from pyramid_lab.report.significance import PREDICTIONS_NAME
+from pyramid_lab.report.inputs import RecordError, read_record_file
+from pyramid_lab.runs.predictions_file import (
+    PREDICTIONS_NAME,
+    Predictions,
+    PredictionsError,
+    load_predictions,
+)
 from pyramid_lab.runs.record_file import RECORD_NAME, STATUSES, latest_completed
 
 # Table name for runs that were not made by a table sweep (their record has no ``table``).
@@ -63,6 +68,8 @@ class Run:
         predictions: the run's test_predictions.npz, None when it left none (older runs) or it
             cannot be used.
         predictions_problem: why the run's test_predictions.npz cannot be used (for the notes).
+        loaded_predictions: that file's checked content, read once by :func:`collect_runs` for the
+            comparisons (None until then, and for a run built in memory).
     """
 
     path: Path | None
@@ -83,6 +90,7 @@ class Run:
     acc_per_class: dict[str, float] | None = field(default=None, repr=False)
     predictions: Path | None = None
     predictions_problem: str | None = None
+    loaded_predictions: Predictions | None = field(default=None, repr=False, compare=False)
 
     @property
     def folder(self) -> Path | None:
@@ -192,10 +200,11 @@ def collect_runs(root: str | Path) -> Collected:
             problems.append(f"{file}: {error}")
             continue
         if run.predictions is not None and run.status == "completed":
-            problem = predictions_problem(run.predictions)
-            if problem:
-                problems.append(f"{run.predictions}: {problem}; the run is reported but not compared")
-                run = replace(run, predictions=None, predictions_problem=f"{run.predictions}: {problem}")
+            try:  # read once: the comparisons use what is checked here (report.effects)
+                run = replace(run, loaded_predictions=load_predictions(run.predictions))
+            except PredictionsError as error:  # "<path>: <why>"
+                problems.append(f"{error}; the run is reported but not compared")
+                run = replace(run, predictions=None, predictions_problem=str(error))
         runs.append(run)
         if note:
             notes.append(f"{file}: reported from {note}")

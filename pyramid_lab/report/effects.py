@@ -50,7 +50,8 @@ def baseline_row(table: str, rows: Mapping[str, Sequence[Run]]) -> str | None:
 
 
 class PredictionsCache:
-    """Loads each run's predictions once; unusable files become notes instead of errors."""
+    """Each run's predictions, read once (by collect_runs, or here for a run built in memory);
+    unusable files become notes instead of errors."""
 
     def __init__(self) -> None:
         self._loaded: dict[Path, Predictions | None] = {}
@@ -63,6 +64,8 @@ class PredictionsCache:
             self.notes.append(f"{run.predictions_problem}; that run is not compared")
         if run.predictions is None or run.status != "completed":
             return None
+        if run.loaded_predictions is not None:
+            return run.loaded_predictions
         if run.predictions not in self._loaded:
             try:
                 self._loaded[run.predictions] = load_predictions(run.predictions)

@@ -6,7 +6,6 @@ report neither needs a display nor changes the backend of a notebook that import
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,11 +17,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
+from pyramid_lab.errors import is_finite_number
 from pyramid_lab.report.collect import Run
-from pyramid_lab.report.pictures import save_png
 from pyramid_lab.report.significance import t_interval
 from pyramid_lab.report.tables import Row, Table
 from pyramid_lab.runs.atomic import atomic_path
+from pyramid_lab.runs.pictures import save_png
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -116,7 +116,7 @@ def _curves_by_row(runs: Sequence[Run], metric: str, scale: float) -> dict[str, 
         points = [
             (h["epoch"], scale * h[metric])
             for h in run.history
-            if _is_finite(h.get("epoch")) and _is_finite(h.get(metric))
+            if is_finite_number(h.get("epoch")) and is_finite_number(h.get(metric))
         ]
         if points:
             epochs, values = zip(*points)
@@ -398,7 +398,3 @@ def write_effect_figures(tables: Sequence[Table], out_dir: Path) -> dict[str, Pa
 
 def _file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-
-
-def _is_finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

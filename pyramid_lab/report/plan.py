@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 
 from pyramid_lab import command_name
+from pyramid_lab.errors import show_error
 from pyramid_lab.report.power import (
     ALPHA,
     MAX_SEEDS,
@@ -55,8 +55,7 @@ def plan_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     problem = _check(args)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        return show_error(problem, 2)
     alpha = args.alpha / args.comparisons
     delta_sd = math.sqrt(2.0) * args.seed_sd
     k = seeds_needed(args.delta, delta_sd, alpha, args.power)

@@ -21,68 +21,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-from pyramid_lab.report.inputs import PredictionsError, read_predictions
+# The predictions file and its reader live below the report and training (both use them); the
+# names stay importable from here, as pyramid_lab.report has always offered them.
+from pyramid_lab.runs.predictions_file import PREDICTIONS_NAME as PREDICTIONS_NAME
+from pyramid_lab.runs.predictions_file import Predictions as Predictions
+from pyramid_lab.runs.predictions_file import PredictionsError as PredictionsError
+from pyramid_lab.runs.predictions_file import load_predictions as load_predictions
 
-# The file a run leaves for these comparisons (written by pyramid_lab.training.predictions).
-PREDICTIONS_NAME = "test_predictions.npz"
 ALPHA = 0.05
 VERDICTS = ("better", "worse", "no detectable difference")
 # A row with one seed pair: its runs say nothing about the recipe (no seed variance is measured).
 ONE_SEED = "one seed: no recipe verdict"
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """One run's per-image test predictions (the format of training/predictions.py).
-
-    Attributes:
-        pred, target: int ``[N]`` predicted and true class per test image.
-        index: int ``[N]`` position of each image in the test split (sorted).
-        test_set: a digest of the test split's images and labels; None when unknown.
-        classes: the class names, ``[C]``.
-        ensemble: int ``[N]`` the snapshot ensemble's predicted classes, None without one.
-    """
-
-    pred: np.ndarray
-    target: np.ndarray
-    index: np.ndarray
-    test_set: str | None
-    classes: tuple[str, ...]
-    ensemble: np.ndarray | None = None
-
-    @property
-    def correct(self) -> np.ndarray:
-        return self.pred == self.target
-
-
-def load_predictions(path: str | Path) -> Predictions:
-    """Read a test_predictions.npz (no pickles), checked as the report checks it on loading
-    (pyramid_lab.report.inputs.read_predictions).
-
-    Raises:
-        PredictionsError: the file is unreadable, lacks ``pred``/``target``, or its arrays disagree.
-    """
-    try:
-        arrays = read_predictions(Path(path))
-    except PredictionsError as error:
-        raise PredictionsError(f"{path}: {error}") from None
-    pred, target = arrays["pred"].astype(np.int64), arrays["target"].astype(np.int64)
-    index = arrays.get("index", np.arange(len(pred))).astype(np.int64)
-    ensemble = arrays.get("pred_ensemble")
-    test_set = arrays.get("test_set")
-    return Predictions(
-        pred=pred,
-        target=target,
-        index=index,
-        test_set=None if test_set is None else str(test_set),
-        classes=tuple(str(c) for c in arrays.get("classes", ())),
-        ensemble=None if ensemble is None else ensemble.astype(np.int64),
-    )
 
 
 @dataclass(frozen=True)

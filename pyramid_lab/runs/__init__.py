@@ -1,4 +1,5 @@
-"""A run's files: the run record, checkpoints, atomic writes, the run lock and the TensorBoard tree.
+"""A run's files: the run record, checkpoints, atomic writes, the run lock, the TensorBoard tree, and
+the test predictions file and pictures that training writes and the report reads.
 
 The names below are importable from ``pyramid_lab.runs`` (the configs' ``_target_`` paths), but
 loaded on first use: reading records (``pyramid_lab.runs.record_file``, the report, the sweep summary)

@@ -3,11 +3,11 @@
 The sweeper builds each sampled model from the trial's composed config on the CPU (under a
 second for PyramidNet-196/48; PyTorch's ``meta`` device is slower here, its weight initialisers
 go through reference implementations) and counts its trainable parameters as ``train()`` does. A
-model over ``budget.max_params`` is pruned without
-launching its job. The count is also told to the sampler as a constraint (``params - max_params``,
-feasible when <= 0; Optuna's ``Trial.set_constraint``, which constrained TPE reads, after Gardner
-et al. 2014), so that trials over the budget rank below every feasible one and the sampler learns
-where the budget line lies.
+model over ``budget.max_params`` is pruned without launching its job, with the message ``train()``
+would stop with (pyramid_lab.models.budget.over_budget). The count is also told to the sampler as
+a constraint (``params - max_params``, feasible when <= 0; Optuna's ``Trial.set_constraint``,
+which constrained TPE reads, after Gardner et al. 2014), so that trials over the budget rank below
+every feasible one and the sampler learns where the budget line lies.
 """
 
 from __future__ import annotations
@@ -22,13 +22,9 @@ CONSTRAINT = "params_over_budget"
 
 
 def count_model_parameters(cfg: DictConfig) -> int:
-    """Trainable parameters of ``cfg.model`` (built once on the CPU, then dropped)."""
-    net = instantiate(cfg.model)
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+    """Trainable parameters of ``cfg.model`` (built once on the CPU, then dropped), counted as
+    ``train()`` counts them (pyramid_lab.models.budget)."""
+    # Imported here: the report reads MAX_PARAMS from this module and imports no torch.
+    from pyramid_lab.models.budget import count_parameters
 
-
-def over_budget_reason(params: int, max_params: int | None) -> str | None:
-    """Why a model cannot be trained under the budget, or None when it fits."""
-    if max_params is None or params <= max_params:
-        return None
-    return f"{params:,} parameters, over budget.max_params={max_params:,}: not trained"
+    return count_parameters(instantiate(cfg.model))

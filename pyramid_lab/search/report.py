@@ -8,7 +8,6 @@ returns its Markdown. Imports no torch; the figures are drawn on Figure objects 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
 from pyramid_lab.errors import ConfigError
+from pyramid_lab.launch import warnings_filter
 from pyramid_lab.search.bookkeeping import DB_NAME, PARAMS, REASON, default_storage
 from pyramid_lab.search.budget import MAX_PARAMS
 from pyramid_lab.search.importance import Importances, param_importances
@@ -67,8 +67,7 @@ def write_search_section(sweep_dir: str | Path, out_dir: str | Path | None = Non
     out = Path(out_dir or sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
     study, results = load_search(sweep_dir)
-    # The heartbeat storage is "experimental" in Optuna 5: say so once, not per figure.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings_filter.silence()  # Optuna's notices about its experimental features, with their reason
     objective = _objective_name(results)
     trials = study.get_trials(deepcopy=False)
     states = {

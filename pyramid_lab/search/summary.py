@@ -7,13 +7,13 @@ non-zero only when no trial completed.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from pyramid_lab.errors import exit_with_error
 from pyramid_lab.search.results import RESULTS_NAME
 
 
@@ -48,5 +48,4 @@ class SearchSummary(Callback):
         assert isinstance(results, dict)
         print("\n".join(summary_lines(results, sweep_dir)))
         if results.get("best_value") is None and not results.get("solutions"):
-            print("error: no trial completed (see each trial's metrics.json for why)", file=sys.stderr)
-            sys.exit(1)
+            exit_with_error("no trial completed (see each trial's metrics.json for why)", 1)

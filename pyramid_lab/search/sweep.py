@@ -9,8 +9,6 @@ and the study's storage, never through the job's return value, which a remote la
 from __future__ import annotations
 
 import logging
-import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +22,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from pyramid_lab.errors import ConfigError
+from pyramid_lab.errors import ConfigError, is_finite_number
+from pyramid_lab.launch import warnings_filter
+from pyramid_lab.models.budget import over_budget
 from pyramid_lab.runs.record_file import RECORD_NAME, read_record, write_record
 from pyramid_lab.runs.trust import check_trusted
 from pyramid_lab.search import bookkeeping
 from pyramid_lab.search.bookkeeping import OVERRIDES, PARAMS, REASON, RUN_DIR, STATUS
-from pyramid_lab.search.budget import CONSTRAINT, MAX_PARAMS, count_model_parameters, over_budget_reason
+from pyramid_lab.search.budget import CONSTRAINT, MAX_PARAMS, count_model_parameters
 from pyramid_lab.search.pruning import PRUNER_ATTR
 from pyramid_lab.search.results import write_results
 from pyramid_lab.search.scale import GROUP as SCALE_GROUP
@@ -82,9 +82,8 @@ class Search:
         self.storage_url = settings.storage or bookkeeping.default_storage(self.sweep_dir)
 
     def run(self, arguments: Sequence[str]) -> optuna.Study:
-        # Heartbeats, stale-trial failing and trial constraints are marked experimental in Optuna 5;
-        # they are the documented way to do what this search needs.
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        # Before any job installs the command's filter: Optuna's experimental-feature notices.
+        warnings_filter.silence()
         space = parse_space(self._params(), arguments, _plain(self.settings.conditions))
         if not space.distributions:
             raise ConfigError("hydra.sweeper.params: nothing to search (every parameter is fixed)")
@@ -189,7 +188,7 @@ class Search:
         trial.set_user_attr(MAX_PARAMS, max_params)
         if max_params is not None:
             trial.set_constraint(CONSTRAINT, params - max_params)
-        reason = over_budget_reason(params, max_params)
+        reason = over_budget(params, max_params)
         if reason is not None:
             self._settle(study, trial, run_dir, "pruned", reason, params=params)
             return None
@@ -247,7 +246,7 @@ class Search:
         # run is told as pruned even where train() records it as failed.
         if status == "pruned" or REASON in frozen.user_attrs:
             state, reason = TrialState.PRUNED, frozen.user_attrs.get(REASON) or record.get("error")
-        elif status == "completed" and all(_finite(v) for v in values):
+        elif status == "completed" and all(is_finite_number(v) for v in values):
             state, reason = TrialState.COMPLETE, None
         elif status == "completed":
             state, reason = TrialState.FAIL, f"completed without a finite {', '.join(self.objectives)}"
@@ -255,7 +254,7 @@ class Search:
             state, reason = TrialState.FAIL, record.get("error") or status
         trial.set_user_attr(STATUS, "pruned" if state == TrialState.PRUNED else status)
         for key in ("params", "epochs", "val/acc_best", "wall_time_s"):
-            if _finite(record.get(key)):
+            if is_finite_number(record.get(key)):
                 trial.set_user_attr(key, record[key])
         if reason:
             trial.set_user_attr(REASON, str(reason)[:1000])
@@ -310,7 +309,3 @@ def _as_list(value: Any) -> list[str]:
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -25,7 +25,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
 
-from pyramid_lab.report.pictures import confusion_figure, figure_to_array
+from pyramid_lab.runs.pictures import confusion_figure, figure_to_array
 
 
 def class_names(trainer: pl.Trainer, num_classes: int) -> list[str]:

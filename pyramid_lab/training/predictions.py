@@ -5,20 +5,8 @@ compared later without rerunning them (pyramid_lab.report's paired tests), and p
 end of testing (``trainer.test``: the end of every training run, and ``mode=test``) rank 0 writes
 into ``dirpath`` (the run folder):
 
-``test_predictions.npz`` (``numpy.load(path)``; no pickles)::
-
-    pred      int16   [N]     the predicted class of each test image
-    target    int16   [N]     its true class
-    probs     float16 [N, C]  softmax probabilities (90,000 x 10: 1.8 MB)
-    index     int32   [N]     the image's position in the test split, ascending (0..N-1 for the
-                              whole split; fewer with trainer.limit_test_batches)
-    classes   str     [C]     the class names
-    test_set  str     []      blake2b digest of the test split's images and labels ("" when the
-                              datamodule is not ImageDataModule): runs are compared image by
-                              image only when their digests are equal
-    pred_ensemble, probs_ensemble   the same for a snapshot ensemble, when one ran
-
-``confusion.png`` (rows: true class, columns: predicted class), and ``confident_wrong.png``: the
+``test_predictions.npz`` (its keys and its reader: pyramid_lab.runs.predictions_file);
+``confusion.png`` (rows: true class, columns: predicted class); and ``confident_wrong.png``: the
 ``wrong_images`` test images the model gets wrong with the highest confidence, with their true
 and predicted class. ``summary`` then holds, for metrics.json, ``test/acc_per_class`` (class name
 -> accuracy as a fraction, classes with test images only) and ``test/confusion_matrix``
@@ -44,9 +32,8 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from pyramid_lab.report.pictures import confusion_figure, image_grid_figure, save_png
-from pyramid_lab.report.significance import PREDICTIONS_NAME
-from pyramid_lab.runs.atomic import atomic_path
+from pyramid_lab.runs.pictures import confusion_figure, image_grid_figure, save_png
+from pyramid_lab.runs.predictions_file import write_predictions
 from pyramid_lab.training.image_logging import Pixels, class_names
 
 
@@ -141,7 +128,10 @@ class TestPredictions(pl.Callback):
         extra = {name: p.cpu()[first] for name, p in zip(extra, extra_probs)}
         classes = class_names(trainer, probs.shape[-1])
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        self._write_npz(probs, target, index, classes, extra, self._test_set(trainer))
+        others = {name: p.float().numpy() for name, p in extra.items()}
+        write_predictions(
+            self.dirpath, probs.numpy(), target.numpy(), index, classes, self._test_set(trainer), others
+        )
         matrix = multiclass_confusion_matrix(probs.argmax(-1), target, num_classes=len(classes))
         self.summary = summary(matrix.numpy(), classes)
         save_png(confusion_figure(matrix.numpy(), classes, "test"), self.dirpath / "confusion.png")
@@ -159,29 +149,6 @@ class TestPredictions(pl.Callback):
         block = math.ceil(total / world_size) if splits is not None else per_rank_seen
         starts = np.arange(world_size)[:, None] * block
         return ((starts + np.arange(per_rank_seen)[None, :]) % total).ravel()
-
-    def _write_npz(
-        self,
-        probs: Tensor,
-        target: Tensor,
-        index: np.ndarray,
-        classes: list[str],
-        extra: dict[str, Tensor],
-        test_set: str,
-    ) -> None:
-        arrays = {
-            "pred": probs.argmax(-1).numpy().astype(np.int16),
-            "target": target.numpy().astype(np.int16),
-            "probs": probs.numpy().astype(np.float16),
-            "index": index.astype(np.int32),
-            "classes": np.array(classes),
-            "test_set": np.array(test_set),
-        }
-        for name, p in extra.items():
-            arrays[f"pred_{name}"] = p.argmax(-1).numpy().astype(np.int16)
-            arrays[f"probs_{name}"] = p.float().numpy().astype(np.float16)
-        with atomic_path(self.dirpath / PREDICTIONS_NAME) as tmp, open(tmp, "wb") as file:
-            np.savez_compressed(file, **arrays)
 
     @staticmethod
     def _test_set(trainer: pl.Trainer) -> str:

@@ -1,7 +1,8 @@
 """Pictures of what a model gets wrong: a confusion matrix and a grid of images with their labels.
 
 Drawn on matplotlib ``Figure`` objects (Agg, no pyplot), from numpy arrays: the training callbacks
-(pyramid_lab.training) save them in the run folder and send them to TensorBoard.
+(pyramid_lab.training) save them in the run folder and send them to TensorBoard; the report saves
+its figures through :func:`save_png`. Below both, so that training never imports the report; no torch.
 """
 
 from __future__ import annotations
