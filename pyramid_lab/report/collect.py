@@ -19,6 +19,7 @@ from typing import Any
 from pyramid_lab.report.history import History
 from pyramid_lab.report.inputs import RecordError, predictions_problem, read_record_file
 from pyramid_lab.report.significance import PREDICTIONS_NAME
+from pyramid_lab.report.table_block import TableBlock, read_block
 from pyramid_lab.runs.record import RECORD_NAME, STATUSES, latest_completed
 
 # Table name for runs that were not made by a table sweep (their record has no ``table``).
@@ -48,7 +49,9 @@ class Run:
     Attributes:
         path: the metrics.json file (None for a record built in memory).
         status: one of pyramid_lab.runs.record.STATUSES.
-        table: the table sweep it belongs to (``table`` in the record), or "runs".
+        table: the table sweep it belongs to (``table`` in the record: its name), or "runs".
+        block: the table's block as the run recorded it (baseline row, the study's numbers);
+            None for runs of no table and records without one.
         row: the swept value (``row`` in the record), or the overrides that set it apart.
         seed: the ``seed`` field, or the ``seed=`` override; None when neither is there.
         dataset: the data source's class (``CINIC10``, ``Digits``, ...); None in older records.
@@ -83,6 +86,7 @@ class Run:
     acc_per_class: dict[str, float] | None = field(default=None, repr=False)
     predictions: Path | None = None
     predictions_problem: str | None = None
+    block: TableBlock | None = field(default=None, repr=False)
 
     @property
     def folder(self) -> Path | None:
@@ -133,10 +137,11 @@ class Run:
         per_class = _per_class(record.get("test/acc_per_class"))
         seed = record.get("seed", _override_value(overrides, "seed"))
         row = record.get("row")
+        table, block = read_block(record.get("table"))
         return cls(
             path=path,
             status=status,
-            table=str(record.get("table") or UNTABLED),
+            table=table or UNTABLED,
             row="" if row is None else str(row),  # filled in from the overrides by collect_runs
             seed=_as_int(seed),
             dataset=None if record.get("dataset") is None else str(record["dataset"]),
@@ -151,6 +156,7 @@ class Run:
             test_acc_ensemble=numbers["test/acc_ensemble"],
             acc_per_class=per_class,
             predictions=_predictions_beside(path),
+            block=block,
         )
 
 

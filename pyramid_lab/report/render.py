@@ -109,7 +109,7 @@ def markdown_document(
     accuracy, figures, links to each run's pictures), and the files that were skipped and why."""
     effect_figures = effect_figures or {}
     out_dir = out_dir or source
-    parts = [f"# Results: {source}", "", NOTE, "", EFFECT_NOTE, "", study_claims_text()]
+    parts = [f"# Results: {source}", "", NOTE, "", EFFECT_NOTE, "", study_claims_text(tables)]
     if len(tables) > 1:  # with one table, its own figure is the only one (report/figures.py)
         shown = "all tables" if len(tables) <= MAX_STUDY_TABLES else f"the first {MAX_STUDY_TABLES} tables"
         parts += ["", f"Figures: {shown} in [curves.png](curves.png)."]
