@@ -8,13 +8,15 @@ import csv
 import re
 
 import pytest
+from omegaconf import OmegaConf
 
 from pyramid_lab.report import build_tables
 from pyramid_lab.report.__main__ import main as report_main
 from pyramid_lab.report.collect import UNTABLED, Run
 from pyramid_lab.report.inputs import RecordError
+from pyramid_lab.report.render import readings_text
 from pyramid_lab.runs.record import read_record
-from tests.helpers import CONFIG_DIR, run_app
+from tests.helpers import CONFIG_DIR, compose_config, run_app
 from tests.table_blocks import TABLES, sweep_rows, table_block
 
 DOCS = CONFIG_DIR.parent / "docs" / "study.md"
@@ -41,6 +43,24 @@ def test_each_table_file_states_its_table_once_and_whole(table):
         assert facts["label"] and facts["reading"], (table, row)
         assert facts["study"] is None or 0 < facts["study"] < 100, (table, row)
     assert block["rows"][block["baseline"]]["study"] is not None  # every table compares with the study
+
+
+def test_the_block_composes_as_the_file_states_it(tmp_path):
+    """What a run records (the composed, resolved block) is what the file says: no block holds an
+    interpolation, and Hydra adds nothing (one table composed: seconds each on 2 busy cores)."""
+    assert not any("${" in str(table_block(table)) for table in TABLES)
+    cfg = compose_config(["experiment=table6_tricks"], tmp_path)
+    assert OmegaConf.to_container(cfg.table, resolve=True) == table_block("table6_tricks")
+    assert cfg.task_name == "table6_tricks"
+
+
+def test_the_defaults_are_the_baseline_recipes_groups(tmp_path):
+    """conf/recipe/baseline.yaml states the recipe; conf/config.yaml's defaults must not drift."""
+    groups = ("data", "model", "optimizer", "scheduler", "activation")
+    plain, recipe = (
+        OmegaConf.to_container(compose_config(o, tmp_path), resolve=False) for o in ([], ["recipe=baseline"])
+    )
+    assert {g: plain[g] for g in groups} == {g: recipe[g] for g in groups}
 
 
 def test_the_study_tables_have_the_study_numbers_and_ours_has_its_baseline_only():
@@ -102,6 +122,7 @@ def test_the_report_takes_study_numbers_and_baseline_from_the_recorded_block():
     assert table.name == "table10_mine" and table.baseline == "b" and list(rows) == ["b", "a", "c"]
     assert rows["a"].study == 82.5 and rows["a"].study_delta == pytest.approx(2.5)
     assert rows["c"].study is None and rows["a"].baseline == "b"
+    assert readings_text(table) == "What each row runs: a: more."
 
 
 def test_records_without_a_block_get_no_study_numbers_and_the_untabled_baseline_rule():

@@ -97,6 +97,14 @@ def terminal_text(tables: Sequence[Table]) -> str:
     return "\n\n".join(parts)
 
 
+def readings_text(table: Table) -> str:
+    """What each row runs, as the table's block says (conf/experiment/table*.yaml); empty without."""
+    facts = {} if table.block is None else table.block.rows
+    said = [(row.row, facts[row.row].reading) for row in table.main_rows if row.row in facts]
+    lines = [f"{_md(row)}: {_md(reading)}" for row, reading in said if reading]
+    return "What each row runs: " + "; ".join(lines) + "." if lines else ""
+
+
 def markdown_document(
     tables: Sequence[Table],
     source: Path,
@@ -115,6 +123,9 @@ def markdown_document(
         parts += ["", f"Figures: {shown} in [curves.png](curves.png)."]
     for table in tables:
         parts += ["", f"## {table.name}", "", markdown_table(table)]
+        readings = readings_text(table)
+        if readings:
+            parts += ["", readings]
         effects = effects_table(table, _md)
         if effects:
             parts += [
