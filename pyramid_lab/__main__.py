@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
@@ -120,9 +121,30 @@ def refuse_moved_keys(argv: list[str]) -> None:
                 )
 
 
+# Options renamed in 0.3: Hydra would answer the old names with a traceback that lists every
+# option but names neither, so they are caught here too. (group, old name): new name.
+_RENAMED_OPTIONS = {
+    ("tricks", "baseline"): "none",  # "no trick"; recipe=baseline is the study's baseline recipe
+    ("model", "vgg16"): "vgg16_bn",  # it builds VGG-16 with BatchNorm
+}
+
+
+def refuse_renamed_options(argv: list[str]) -> None:
+    """Exit with one line for an override that names a renamed option (``tricks=baseline``, also
+    inside a sweep or list: ``tricks=baseline,merge_val``), naming its new name."""
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        names = {name.strip("'\" ") for name in re.split(r"[,\[\]()]", value)}
+        for (group, old), new in _RENAMED_OPTIONS.items():
+            if key == group and old in names:
+                print(f"error: {group}={old} is now {group}={new} (renamed; see README)", file=sys.stderr)
+                sys.exit(2)
+
+
 def cli() -> None:
     """The console command and ``python -m pyramid_lab``."""
     refuse_moved_keys(sys.argv[1:])
+    refuse_renamed_options(sys.argv[1:])
     main()
 
 

@@ -93,7 +93,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
             model=model_name(saved),
             epochs=checkpoint.get("epoch", 0) + 1,
             params=count_parameters(run.net),
-            table=saved.get("table"),
+            # A table sweep's whole `table` block (name, baseline, the study's numbers), as trained.
+            table=OmegaConf.to_container(OmegaConf.create({"table": saved.get("table")}))["table"],
             row=saved.get("row"),
             seed=saved.get("seed"),
         )

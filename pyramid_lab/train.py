@@ -245,7 +245,10 @@ def _identity(cfg: DictConfig) -> dict[str, Any]:
     identity = {"task_name": cfg.task_name, "seed": cfg.seed, "dataset": dataset.rsplit(".", 1)[-1] or None}
     for key in ("table", "row"):
         try:
-            identity[key] = cfg.get(key)
+            # A table sweep's `table` is its whole block (name, baseline, the study's numbers): the
+            # report reads them from the record (conf/experiment/table1_models.yaml).
+            value = OmegaConf.to_container(OmegaConf.create({key: cfg.get(key)}), resolve=True)
+            identity[key] = value[key]
         except Exception:  # ${hydra:...} outside a Hydra app (tests composing the config)
             identity[key] = None
     return {**identity, **code_version()}  # which code made the run: version and git commit

@@ -19,6 +19,7 @@ from pyramid_lab.report import (
     write_report,
 )
 from pyramid_lab.report.__main__ import main
+from tests.table_blocks import recorded_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +51,7 @@ def record(status: str, table: str | None = None, row: str | None = None, **fiel
         "history": history(3, fields.get("test/acc", 0.5)),
     }
     if table:
-        data.update(table=table, row=row)
+        data.update(table=recorded_table(table), row=row)
     return {**data, **fields}
 
 

@@ -29,6 +29,7 @@ from pyramid_lab.report.figures import MAX_CURVE_LINES, MAX_CURVE_ROWS
 from pyramid_lab.report.history import History
 from pyramid_lab.report.render import markdown_document
 from pyramid_lab.runs import predictions_file
+from tests.table_blocks import recorded_table
 
 N = 1000  # test images per run
 CLASSES = [f"c{i}" for i in range(10)]
@@ -46,7 +47,7 @@ def history(epochs: int, final_acc: float) -> list[dict]:
 def record(row: str, seed: int, acc: float, **fields) -> dict:
     return {
         "status": "completed",
-        "table": TABLE,
+        "table": recorded_table(TABLE),
         "row": row,
         "seed": seed,
         "dataset": "Digits",

@@ -31,6 +31,7 @@ from pyramid_lab.report.power import (
 )
 from pyramid_lab.report.render_effects import detectable_text, effects_table
 from pyramid_lab.report.significance import ONE_SEED, Pair, coherent, compare, holm, load_predictions
+from tests.table_blocks import recorded_table
 
 N = 1000
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -270,7 +271,7 @@ def write_run(
     target = np.arange(n) % 10
     record = {
         "status": "completed",
-        "table": table,
+        "table": recorded_table(table),
         "row": row,
         "seed": seed,
         "dataset": "Digits",
@@ -317,7 +318,7 @@ def table5(tmp_path: Path) -> Path:
         json.dumps(
             {
                 "status": "failed",
-                "table": "table5_activations",
+                "table": recorded_table("table5_activations"),
                 "row": "relu",
                 "seed": 4,
                 "error": "RuntimeError: boom",
@@ -463,13 +464,13 @@ def test_snapshot_ensembles_are_a_holm_family_of_their_own(tmp_path):
 
 def test_merge_val_rows_show_no_best_val_acc(tmp_path):
     base = correctness(800)
-    write_run(tmp_path / "b", "baseline", base, table="table7_merge_val", **{"val/acc_best": 0.8})
+    write_run(tmp_path / "b", "none", base, table="table7_merge_val", **{"val/acc_best": 0.8})
     write_run(tmp_path / "m", "merge_val", base, table="table7_merge_val", **{"val/acc_best": 0.99})
     write_run(tmp_path / "t", "", base, table=None, overrides=["tricks=[shakedrop,merge_val]"])
     write_run(tmp_path / "u", "", base, table=None, overrides=["experiment=table7_merge_val"])
     tables = {table.name: table for table in build_tables(load_runs(tmp_path))}
     rows = {line["row"]: line for line in csv.DictReader(io.StringIO(csv_text(tables.values())))}
-    assert rows["baseline"]["val_acc_best_pct"] == "80.0000" and rows["merge_val"]["val_acc_best_pct"] == ""
+    assert rows["none"]["val_acc_best_pct"] == "80.0000" and rows["merge_val"]["val_acc_best_pct"] == ""
     assert "| merge_val | 80.00        | — (merge_val)" in markdown_table(tables["table7_merge_val"])
     untabled = {row.row: row.val_is_train for row in tables["runs"].rows}
     assert untabled == {"tricks=[shakedrop,merge_val]": True, "experiment=table7_merge_val": False}

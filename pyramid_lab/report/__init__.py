@@ -41,7 +41,6 @@ if TYPE_CHECKING:  # for readers and type checkers; at run time each name loads 
     )
     from pyramid_lab.report.render import csv_text, markdown_table, terminal_text
     from pyramid_lab.report.significance import Effect, Pair, compare, holm
-    from pyramid_lab.report.study import BASELINE_ROWS
     from pyramid_lab.report.tables import Row, Table, build_tables
     from pyramid_lab.report.write import ReportPaths, ReportWarning, load_runs, write_report
     from pyramid_lab.runs.predictions_file import Predictions, load_predictions
@@ -49,7 +48,6 @@ if TYPE_CHECKING:  # for readers and type checkers; at run time each name loads 
 # The module each public name lives in. Loaded on first use (PEP 562): `pyramid-lab-report --help`
 # and `import pyramid_lab.report.__main__` do not pay for matplotlib and statsmodels (seconds).
 _EXPORTS = {
-    "BASELINE_ROWS": "pyramid_lab.report.study",
     "Collected": "pyramid_lab.report.collect",
     "Effect": "pyramid_lab.report.significance",
     "Pair": "pyramid_lab.report.significance",
@@ -88,7 +86,6 @@ __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [
-    "BASELINE_ROWS",
     "UNTABLED",
     "Collected",
     "Effect",

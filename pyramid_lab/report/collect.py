@@ -18,6 +18,7 @@ from typing import Any
 
 from pyramid_lab.report.history import History
 from pyramid_lab.report.inputs import RecordError, read_record_file
+from pyramid_lab.report.table_block import TableBlock, read_block
 from pyramid_lab.runs.predictions_file import (
     PREDICTIONS_NAME,
     Predictions,
@@ -53,7 +54,9 @@ class Run:
     Attributes:
         path: the metrics.json file (None for a record built in memory).
         status: one of pyramid_lab.runs.record_file.STATUSES.
-        table: the table sweep it belongs to (``table`` in the record), or "runs".
+        table: the table sweep it belongs to (``table`` in the record: its name), or "runs".
+        block: the table's block as the run recorded it (baseline row, the study's numbers);
+            None for runs of no table and records without one.
         row: the swept value (``row`` in the record), or the overrides that set it apart.
         seed: the ``seed`` field, or the ``seed=`` override; None when neither is there.
         dataset: the data source's class (``CINIC10``, ``Digits``, ...); None in older records.
@@ -91,6 +94,7 @@ class Run:
     predictions: Path | None = None
     predictions_problem: str | None = None
     loaded_predictions: Predictions | None = field(default=None, repr=False, compare=False)
+    block: TableBlock | None = field(default=None, repr=False)
 
     @property
     def folder(self) -> Path | None:
@@ -141,10 +145,11 @@ class Run:
         per_class = _per_class(record.get("test/acc_per_class"))
         seed = record.get("seed", _override_value(overrides, "seed"))
         row = record.get("row")
+        table, block = read_block(record.get("table"))
         return cls(
             path=path,
             status=status,
-            table=str(record.get("table") or UNTABLED),
+            table=table or UNTABLED,
             row="" if row is None else str(row),  # filled in from the overrides by collect_runs
             seed=_as_int(seed),
             dataset=None if record.get("dataset") is None else str(record["dataset"]),
@@ -159,6 +164,7 @@ class Run:
             test_acc_ensemble=numbers["test/acc_ensemble"],
             acc_per_class=per_class,
             predictions=_predictions_beside(path),
+            block=block,
         )
 
 

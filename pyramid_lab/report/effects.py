@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pyramid_lab.report.collect import UNTABLED, Run, describes_row
+from pyramid_lab.report.collect import Run, describes_row
 from pyramid_lab.report.significance import (
     PREDICTIONS_NAME,
     Effect,
@@ -26,20 +26,19 @@ from pyramid_lab.report.significance import (
     load_predictions,
     pair,
 )
-from pyramid_lab.report.study import BASELINE_ROWS
+from pyramid_lab.report.table_block import TableBlock
 
 
-def baseline_row(table: str, rows: Mapping[str, Sequence[Run]]) -> str | None:
-    """The row every other row of ``table`` is compared with, or None.
+def baseline_row(rows: Mapping[str, Sequence[Run]], block: TableBlock | None = None) -> str | None:
+    """The row every other row of a table is compared with, or None.
 
-    The study's tables: the row of ``BASELINE_ROWS`` (when the sweep ran it). Runs of no table
-    ("runs"): the one row whose runs set nothing apart from what every run of the table sets
-    (``python -m pyramid_lab -m optimizer=sgd,adam`` has none: every row overrides something).
+    A table whose runs recorded its block (conf/experiment/table*.yaml): the block's ``baseline``
+    (when the sweep ran it). Runs of no table, or of a table without a block: the one row whose
+    runs set nothing apart from what every run of the table sets (``python -m pyramid_lab -m
+    optimizer=sgd,adam`` has none: every row overrides something).
     """
-    if table in BASELINE_ROWS:
-        return BASELINE_ROWS[table] if BASELINE_ROWS[table] in rows else None
-    if table != UNTABLED:
-        return None
+    if block is not None and block.baseline is not None:
+        return block.baseline if block.baseline in rows else None
     kept = {
         name: [{o for o in run.overrides if describes_row(o)} for run in runs] for name, runs in rows.items()
     }

@@ -97,6 +97,14 @@ def terminal_text(tables: Sequence[Table]) -> str:
     return "\n\n".join(parts)
 
 
+def readings_text(table: Table) -> str:
+    """What each row runs, as the table's block says (conf/experiment/table*.yaml); empty without."""
+    facts = {} if table.block is None else table.block.rows
+    said = [(row.row, facts[row.row].reading) for row in table.main_rows if row.row in facts]
+    lines = [f"{_md(row)}: {_md(reading)}" for row, reading in said if reading]
+    return "What each row runs: " + "; ".join(lines) + "." if lines else ""
+
+
 def markdown_document(
     tables: Sequence[Table],
     source: Path,
@@ -109,12 +117,15 @@ def markdown_document(
     accuracy, figures, links to each run's pictures), and the files that were skipped and why."""
     effect_figures = effect_figures or {}
     out_dir = out_dir or source
-    parts = [f"# Results: {source}", "", NOTE, "", EFFECT_NOTE, "", study_claims_text()]
+    parts = [f"# Results: {source}", "", NOTE, "", EFFECT_NOTE, "", study_claims_text(tables)]
     if len(tables) > 1:  # with one table, its own figure is the only one (report/figures.py)
         shown = "all tables" if len(tables) <= MAX_STUDY_TABLES else f"the first {MAX_STUDY_TABLES} tables"
         parts += ["", f"Figures: {shown} in [curves.png](curves.png)."]
     for table in tables:
         parts += ["", f"## {table.name}", "", markdown_table(table)]
+        readings = readings_text(table)
+        if readings:
+            parts += ["", readings]
         effects = effects_table(table, _md)
         if effects:
             parts += [

@@ -15,14 +15,7 @@ from pyramid_lab.report.power import (
     seeds_needed,
 )
 from pyramid_lab.report.significance import ALPHA, ONE_SEED, Effect
-from pyramid_lab.report.study import (
-    ASSUMED_DISAGREEMENT,
-    ASSUMED_SEED_SD,
-    BASELINE_ROWS,
-    PAPER_TABLES,
-    STUDY_TEST_IMAGES,
-    study_difference,
-)
+from pyramid_lab.report.study import ASSUMED_DISAGREEMENT, ASSUMED_SEED_SD, STUDY_TEST_IMAGES
 from pyramid_lab.report.tables import Row, Table
 
 # Pictures a run leaves in its folder (pyramid_lab.training.predictions).
@@ -169,9 +162,10 @@ def detectable_text(table: Table) -> str:
         f"difference of (k: points) {reach}."
     )
     need = []
-    for row in PAPER_TABLES.get(table.name, {}):
-        delta = study_difference(table.name, row)
-        if row != BASELINE_ROWS.get(table.name) and delta:
+    block = table.block
+    for row in [] if block is None else block.rows:
+        delta = block.study_difference(row)
+        if row != block.baseline and delta:
             k = seeds_needed(delta, sd)
             need.append(f"{row} {delta:+.3f}: {f'more than {MAX_SEEDS:,}' if k is None else k}")
     if need:
@@ -182,15 +176,16 @@ def detectable_text(table: Table) -> str:
     return "\n\n".join(lines)
 
 
-def study_claims_text() -> str:
-    """results.md's statement of what the study's one-seed numbers can and cannot show."""
+def study_claims_text(tables: Sequence[Table]) -> str:
+    """results.md's statement of what the study's one-seed numbers can and cannot show, with the
+    study's differences in ``tables`` (from the blocks their runs recorded) that are too small."""
     low, high = (paired_detectable_difference(STUDY_TEST_IMAGES, d, ALPHA) for d in ASSUMED_DISAGREEMENT)
     below = []
-    for table, rows in PAPER_TABLES.items():
-        for row in rows:
-            diff = study_difference(table, row)
-            if row != BASELINE_ROWS.get(table) and diff is not None and abs(diff) < high:
-                below.append(f"{table} {row} {diff:+.3f}")
+    for block in (table.block for table in tables if table.block is not None):
+        for row in block.rows:
+            diff = block.study_difference(row)
+            if row != block.baseline and diff is not None and abs(diff) < high:
+                below.append(f"{block.name} {row} {diff:+.3f}")
     sds = [2**0.5 * s for s in ASSUMED_SEED_SD]
     reach = "; ".join(
         f"{k} seeds: " + "–".join(f"{recipe_detectable_difference(sd, k):.2f}" for sd in sds) for k in (2, 5)

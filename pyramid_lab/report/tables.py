@@ -29,12 +29,8 @@ from pyramid_lab.report.effects import (
     seed_pairs,
 )
 from pyramid_lab.report.significance import Effect, holm
-from pyramid_lab.report.study import (
-    PAPER_TABLES,
-    STUDY_DATASET,
-    paper_accuracy,
-    study_difference,
-)
+from pyramid_lab.report.study import STUDY_DATASET
+from pyramid_lab.report.table_block import TableBlock, common_block
 
 # The name of a snapshot ensemble's row: "<row> + snapshot ensemble".
 ENSEMBLE_SUFFIX = " + snapshot ensemble"
@@ -143,6 +139,8 @@ class Table:
 
     Attributes:
         baseline: the row the others are compared with; None when the table has none.
+        block: the table's block as its runs recorded it (the study's numbers, the readings);
+            None for runs of no table and tables whose runs recorded none.
         notes: what the comparisons could not use and why (unpaired, duplicate, missing or
             unreadable predictions, other test sets, fewer images).
     """
@@ -151,6 +149,7 @@ class Table:
     rows: tuple[Row, ...]
     baseline: str | None = None
     notes: tuple[str, ...] = ()
+    block: TableBlock | None = None
 
     @property
     def test_images(self) -> int | None:
@@ -193,15 +192,21 @@ def build_tables(runs: Sequence[Run]) -> list[Table]:
 def compare_rows(name: str, rows: dict[str, list[Run]]) -> Table:
     """One table: its rows summarised, each compared with the baseline row, ensembles added.
 
-    The table's rows form one Holm family, the snapshot ensembles (each against its own single
-    model, a different question) another.
+    The study's numbers and the baseline row come from the table block its runs recorded. The
+    table's rows form one Holm family, the snapshot ensembles (each against its own single model,
+    a different question) another.
     """
-    baseline = baseline_row(name, rows)
     cache = PredictionsCache()
+    block, differs = common_block(name, [run.block for runs in rows.values() for run in runs])
+    if differs:
+        cache.notes.append(differs)
+    baseline = baseline_row(rows, block)
+    if block is not None and block.baseline is not None and baseline is None:
+        cache.notes.append(f"{name}: its baseline row {block.baseline} has no runs here: no row is compared")
     distinct = {row_name: distinct_runs(row_name, runs, cache) for row_name, runs in rows.items()}
     built: list[Row] = []
-    for row_name in _row_order(name, rows):
-        row = summarize(name, row_name, rows[row_name], distinct[row_name])
+    for row_name in _row_order(rows, block):
+        row = summarize(name, row_name, rows[row_name], distinct[row_name], block)
         if baseline is not None and row_name != baseline:
             pairs = seed_pairs(row_name, distinct[row_name], baseline, distinct[baseline], cache)
             row = replace(row, baseline=baseline, effect=effect_of(pairs))
@@ -213,7 +218,7 @@ def compare_rows(name: str, rows: dict[str, list[Run]]) -> Table:
         family = [i for i, row in enumerate(built) if (row.ensemble_of is not None) == ensembles]
         for i, effect in zip(family, holm([built[i].effect for i in family])):
             built[i] = replace(built[i], effect=effect)
-    return Table(name, tuple(built), baseline=baseline, notes=tuple(dict.fromkeys(cache.notes)))
+    return Table(name, tuple(built), baseline=baseline, notes=tuple(dict.fromkeys(cache.notes)), block=block)
 
 
 def _note_other_runs(row: Row, cache: PredictionsCache) -> None:
@@ -250,12 +255,19 @@ def ensemble_row(row: Row, effect: Effect | None) -> Row:
     )
 
 
-def summarize(table: str, row: str, runs: Sequence[Run], distinct: Distinct | None = None) -> Row:
+def summarize(
+    table: str,
+    row: str,
+    runs: Sequence[Run],
+    distinct: Distinct | None = None,
+    block: TableBlock | None = None,
+) -> Row:
     """Aggregate one row's runs: mean ± std over completed runs only, each counted once.
 
     Args:
         distinct: the row's completed runs with duplicates removed (effects.distinct_runs); every
             completed run when None.
+        block: the table's block (the study's numbers); the row has none when None.
     """
     done = list(distinct.runs) if distinct is not None else [run for run in runs if run.status == "completed"]
     source = done or list(runs)
@@ -265,7 +277,7 @@ def summarize(table: str, row: str, runs: Sequence[Run], distinct: Distinct | No
     tests = [100.0 * run.test_acc for run in done if run.test_acc is not None]
     # The study's numbers are CINIC-10 numbers: beside a run on other data they would mislead.
     on_study_data = all(run.dataset in (None, STUDY_DATASET) for run in runs)
-    study = paper_accuracy(table, row) if on_study_data else None
+    study = block.study(row) if on_study_data and block is not None else None
     epochs = [run.epochs for run in source if run.epochs is not None]
     walls = [run.wall_time_s for run in source if run.wall_time_s is not None]
     params = [run.params for run in source if run.params is not None]
@@ -279,7 +291,7 @@ def summarize(table: str, row: str, runs: Sequence[Run], distinct: Distinct | No
         val_acc_best_std=val_std,
         study=study,
         diff=None if test is None or study is None else test - study,
-        study_delta=study_difference(table, row) if on_study_data else None,
+        study_delta=block.study_difference(row) if on_study_data and block is not None else None,
         params=Counter(params).most_common(1)[0][0] if params else None,
         epochs=(min(epochs), max(epochs)) if epochs else None,
         wall_time_s=statistics.fmean(walls) if walls else None,
@@ -332,8 +344,9 @@ def _mean_std(fractions: list[float | None]) -> tuple[float | None, float | None
     return statistics.fmean(values), statistics.stdev(values) if len(values) >= 3 else None
 
 
-def _row_order(table: str, rows: dict[str, list[Run]]) -> list[str]:
-    study_order = list(PAPER_TABLES.get(table, {}))
+def _row_order(rows: dict[str, list[Run]], block: TableBlock | None) -> list[str]:
+    """The block's order (the experiment file's), then rows it does not name, by name."""
+    study_order = [] if block is None else list(block.rows)
     return sorted(
         rows,
         key=lambda row: (
