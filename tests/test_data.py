@@ -325,5 +325,19 @@ def test_merged_train_and_val_are_indexed_without_a_copy():
     assert images.flatten().tolist() == [11, 0, 10, 4, 12] and labels.tolist() == [11, 0, 10, 4, 12]
 
     dm = make_dm(Digits(seed=0), batch_size=64, merge_val=True, pin_memory=False)
-    assert dm._train.first.images.data_ptr() == dm.splits.train.images.data_ptr()
-    assert dm._train.second.images.data_ptr() == dm.splits.val.images.data_ptr()
+    first, second = dm._train.parts
+    assert first.images.data_ptr() == dm.splits.train.images.data_ptr()
+    assert second.images.data_ptr() == dm.splits.val.images.data_ptr()
+
+
+def test_concatenated_parts_answer_a_batch_that_crosses_all_of_them():
+    from pyramid_lab.data.sampler import ConcatIndexed, IndexedTensors
+
+    parts = [
+        IndexedTensors(torch.arange(a, b, dtype=torch.uint8).view(-1, 1), torch.arange(a, b))
+        for a, b in ((0, 2), (10, 13), (20, 21))
+    ]
+    merged = ConcatIndexed(*parts)
+    assert len(merged) == 6
+    images, labels = merged[torch.tensor([5, 0, 3, 2, 1, 4])]
+    assert images.flatten().tolist() == [20, 0, 11, 10, 1, 12] and labels.tolist() == [20, 0, 11, 10, 1, 12]

@@ -4,6 +4,7 @@ for SAM's second pass, the scheduler builders, and the conf/optimizer + conf/sch
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import warnings
 from functools import partial
@@ -14,6 +15,8 @@ from torch import nn
 
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.optim import SAM, WarmupPlateau, cosine_periodic, frozen_bn_stats, multistep, snapshot_epochs
+from pyramid_lab.optim.schedule import build_schedule, counts_steps
+from pyramid_lab.optim.schedulers import PeriodicCosine
 from tests.helpers import CONFIG_DIR
 
 CONF = CONFIG_DIR
@@ -641,7 +644,11 @@ def _node(group: str, name: str, max_epochs: int = 100):
 
     # Interpolations such as ${trainer.max_epochs} resolve against the composed root config.
     root = OmegaConf.create({"trainer": {"max_epochs": max_epochs}})
-    root[group] = OmegaConf.load(CONF / group / f"{name}.yaml")
+    path = CONF / group / f"{name}.yaml"
+    node = OmegaConf.load(path)
+    if path.read_text().startswith("# @package _global_"):  # the group's keys under its name
+        node = node[group]
+    root[group] = node
     return root[group]
 
 
@@ -670,7 +677,7 @@ def test_optimizer_configs_build_and_step(name):
         ("cosine_restarts", torch.optim.lr_scheduler.CosineAnnealingWarmRestarts),
         ("exp", torch.optim.lr_scheduler.ExponentialLR),
         ("plateau", WarmupPlateau),
-        ("cosine_periodic", torch.optim.lr_scheduler.CosineAnnealingLR),
+        ("cosine_periodic", PeriodicCosine),
         ("exp_staircase", torch.optim.lr_scheduler.StepLR),
     ],
 )
@@ -681,7 +688,9 @@ def test_scheduler_configs_build_and_step_a_sam_optimizer(name, cls):
     assert "interval" not in node and "monitor" not in node  # the module's settings, not the scheduler's
     net, (x, y) = _tiny_net(), _batch()
     opt = SAM(net.parameters(), torch.optim.SGD, lr=0.1, momentum=0.9)
-    sched = instantiate(node)(opt)
+    factory = instantiate(node)
+    # One step per epoch here: a step-counting schedule is given the steps in an epoch.
+    sched = factory(opt, steps_per_epoch=1) if counts_steps(factory) else factory(opt)
     assert isinstance(sched, cls)
     lrs = []
     for epoch in range(100):
@@ -698,17 +707,72 @@ def test_scheduler_configs_build_and_step_a_sam_optimizer(name, cls):
         assert lrs[0] == pytest.approx(0.01) and lrs[5] == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("half_period, max_epochs, t_max", [(0.2, 100, 20), (10, None, 10), (0.2, 2, 1)])
-def test_cosine_periodic_half_period_in_epochs_or_fractions(half_period, max_epochs, t_max):
-    opt = _opt(1.0)
-    sched = cosine_periodic(opt, half_period=half_period, max_epochs=max_epochs)
-    assert sched.T_max == t_max
-    lrs = _lrs(opt, sched, 4 * t_max + 1)
-    assert lrs[t_max] == pytest.approx(0.0, abs=1e-12) and lrs[2 * t_max] == pytest.approx(1.0)
+def _cosine(k: int, half_period: int, peak: float = 1.0, eta_min: float = 0.0) -> float:
+    """The lr of step k: the cosine at the step's middle (pyramid_lab.optim.PeriodicCosine)."""
+    return eta_min + (peak - eta_min) * (1 + math.cos(math.pi * (k + 0.5) / half_period)) / 2
+
+
+@pytest.mark.parametrize("half_period, max_epochs, epochs", [(0.2, 100, 20), (10, None, 10), (0.2, 2, 1)])
+def test_cosine_periodic_half_period_in_epochs_or_fractions(half_period, max_epochs, epochs):
+    opt, steps_per_epoch = _opt(1.0), 3
+    sched = cosine_periodic(
+        opt, half_period=half_period, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch
+    )
+    steps = epochs * steps_per_epoch
+    assert sched.half_period == steps
+    lrs = _lrs(opt, sched, 4 * steps + 1)
+    assert lrs == pytest.approx([_cosine(k, steps) for k in range(len(lrs))], abs=1e-12)
+    # Falls for a half-period, rises for the next, and no step trains at lr 0: the trough lies
+    # between the half-period's last step and the next one, which train at the same lr.
+    assert min(lrs) > 0 and lrs[steps - 1] == pytest.approx(lrs[steps]) and lrs[steps] < lrs[steps - 2]
+    assert lrs[2 * steps - 1] == pytest.approx(lrs[2 * steps]) and lrs[2 * steps] > 1 - (math.pi / steps) ** 2
+    assert all(b < a for a, b in itertools.pairwise(lrs[:steps]))
+
+
+def test_cosine_periodic_eta_min_is_the_floor_and_its_state_resumes():
+    opt = _opt(0.1)
+    sched = cosine_periodic(opt, half_period=2, eta_min=0.01, steps_per_epoch=5)
+    lrs = _lrs(opt, sched, 7)
+    assert lrs == pytest.approx([_cosine(k, 10, 0.1, 0.01) for k in range(7)]) and min(lrs) > 0.01
+    # Lightning builds the scheduler afresh, then loads the checkpoint's state.
+    resumed_opt = _opt(0.1)
+    resumed = cosine_periodic(resumed_opt, half_period=2, eta_min=0.01, steps_per_epoch=5)
+    resumed.load_state_dict(sched.state_dict())
+    resumed_opt.param_groups[0]["lr"] = opt.param_groups[0]["lr"]  # the optimizer's own state
+    assert _lrs(resumed_opt, resumed, 8) == pytest.approx([_cosine(k, 10, 0.1, 0.01) for k in range(7, 15)])
 
 
 @pytest.mark.parametrize("half_period, max_epochs", [(0, 100), (1.5, 100), (-3, 100), (0.2, None)])
 def test_cosine_periodic_bad_half_period(half_period, max_epochs):
     with pytest.raises(ConfigError, match=r"scheduler\.half_period=") as err:
-        cosine_periodic(_opt(), half_period=half_period, max_epochs=max_epochs)
+        cosine_periodic(_opt(), half_period=half_period, max_epochs=max_epochs, steps_per_epoch=1)
     assert "\n" not in str(err.value)
+
+
+def test_cosine_periodic_bad_eta_min():
+    with pytest.raises(ConfigError, match=r"scheduler\.eta_min=-0\.1 must be a number >= 0"):
+        cosine_periodic(_opt(), half_period=2, eta_min=-0.1, steps_per_epoch=1)
+
+
+def test_a_step_counting_schedule_needs_the_step_interval_and_warms_up_in_epochs():
+    factory = partial(cosine_periodic, half_period=2)
+    assert counts_steps(factory) and not counts_steps(partial(torch.optim.lr_scheduler.StepLR, step_size=1))
+    with pytest.raises(ConfigError, match=r"module\.scheduler_interval='epoch' .*cosine_periodic"):
+        build_schedule(factory, _opt(), interval="epoch", steps_per_epoch=lambda: 4)
+    opt = _opt(1.0)
+    sched = build_schedule(factory, opt, interval="step", steps_per_epoch=lambda: 4, warmup_epochs=1)
+    lrs = _lrs(opt, sched, 6)
+    warm = [0.1 + 0.9 * k / 4 for k in range(4)] + [1.0, 1.0]  # one epoch = 4 steps of warm-up
+    assert lrs == pytest.approx([w * _cosine(k, 8) for k, w in enumerate(warm)])
+    # An epoch schedule never asks for the steps per epoch (no trainer needed).
+    epochs = build_schedule(
+        partial(torch.optim.lr_scheduler.StepLR, step_size=1),
+        _opt(),
+        interval="epoch",
+        steps_per_epoch=_no_call,
+    )
+    assert isinstance(epochs, torch.optim.lr_scheduler.StepLR)
+
+
+def _no_call() -> int:
+    raise AssertionError("steps_per_epoch asked for by an epoch schedule")

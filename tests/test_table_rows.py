@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
+from pyramid_lab.optim.schedule import counts_steps
 from tests.helpers import CONFIG_DIR
 from tests.table_blocks import table_block
 
@@ -97,12 +98,15 @@ def params_of(config: dict[str, Any]) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def lr_trace(config: dict[str, Any]) -> list[float]:
-    """The learning rate of each of the run's epochs under the row's scheduler."""
+def lr_trace(config: dict[str, Any], steps_per_epoch: int = 10) -> list[float]:
+    """The learning rate of each of the run's epochs under the row's scheduler; of each optimizer
+    step (``steps_per_epoch`` per epoch) for a scheduler that counts steps (cosine_periodic)."""
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config["optimizer"]["lr"])
-    scheduler = instantiate(config["scheduler"])(optimizer)
+    factory = instantiate(config["scheduler"])
+    per_step = counts_steps(factory)
+    scheduler = factory(optimizer, steps_per_epoch=steps_per_epoch) if per_step else factory(optimizer)
     lrs = []
-    for _ in range(config["trainer"]["max_epochs"]):
+    for _ in range(config["trainer"]["max_epochs"] * (steps_per_epoch if per_step else 1)):
         lrs.append(optimizer.param_groups[0]["lr"])
         scheduler.step(*([1.0] if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) else []))
     return lrs
@@ -112,7 +116,7 @@ def lr_trace(config: dict[str, Any]) -> list[float]:
 OWNS: dict[str, tuple[str, ...]] = {
     "table1_models": ("model",),
     "table2_depth_alpha": ("model",),
-    "table3_schedulers": ("scheduler",),
+    "table3_schedulers": ("scheduler", "module.scheduler_interval"),
     "table4_optimizers": ("optimizer",),
     "table5_activations": ("activation", "model.act_layer"),
     "table6_tricks": ("data.augment", "data.train_repeats", "module.label_smoothing", "model.shakedrop"),
@@ -191,10 +195,13 @@ def test_table3_schedules_have_the_shape_their_reading_says(tmp_path):
     assert lr["multistep"][64] == pytest.approx(0.001)
     # One half-cosine: never rises.
     assert all(b <= a for a, b in itertools.pairwise(lr["cosine"]))
-    # The periodic reading: falls to ~0 at epoch 20, back at the peak at 40, ends low.
+    # The periodic reading, stepped every optimizer step (10 per epoch here): falls to ~0 at the
+    # end of epoch 20, back at the peak at the end of 40, ends low; no step at lr 0.
     periodic = lr["cosine_periodic"]
-    assert periodic[20] == pytest.approx(0.0, abs=1e-12) and periodic[40] == pytest.approx(0.1)
-    assert periodic[99] < 0.001 and sum(b > a for a, b in itertools.pairwise(periodic)) >= 30
+    assert rows["cosine_periodic"]["module"]["scheduler_interval"] == "step" and len(periodic) == 1000
+    assert min(periodic) > 0 and periodic[199] == pytest.approx(periodic[200]) and periodic[200] < 1e-5
+    assert periodic[399] == pytest.approx(periodic[400]) == pytest.approx(0.1, rel=1e-4)
+    assert periodic[999] < 1e-5 and sum(b > a for a, b in itertools.pairwise(periodic)) >= 300
     assert lr["exp"][1] / lr["exp"][0] == pytest.approx(rows["exp"]["scheduler"]["gamma"])
     # Plateau: a linear warm-up first (then it waits for the monitored loss).
     assert lr["plateau"][0] < lr["plateau"][4] < lr["plateau"][5] == pytest.approx(0.1)

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from pyramid_lab.data.augment import BatchAugment
 from pyramid_lab.data.cutout import Cutout
+from pyramid_lab.data.doubling import augmented_copy, copy_generator
 from pyramid_lab.data.policy import PolicyAugment
 from pyramid_lab.data.sampler import (
     ConcatIndexed,
@@ -85,6 +86,12 @@ class ImageDataModule(pl.LightningDataModule):
         train_repeats: times each training image is seen per epoch, each time with its own
             augmentation draw: 2 is the study's "train set doubled by augmentation" (Table 6)
             without storing the copies. An epoch then has ``train_repeats`` times the steps.
+        augmented_copy: the other reading of that doubled train set (``tricks=augment_doubled``):
+            the training set becomes the originals followed by one copy of each image augmented
+            by this ``BatchAugment`` (its geometric part), drawn once per run from the seed
+            (``pyramid_lab.data.doubling``) and then fixed; ``augment`` still applies per batch
+            to both halves. With ``merge_val`` the validation images are doubled as well (they
+            are training images then). ``None`` = no copy.
     """
 
     def __init__(
@@ -101,6 +108,7 @@ class ImageDataModule(pl.LightningDataModule):
         train_repeats: int = 1,
         policy: PolicyAugment | None = None,
         cutout: Cutout | None = None,
+        augmented_copy: BatchAugment | None = None,
     ) -> None:
         super().__init__()
         if batch_size <= 0:
@@ -126,6 +134,8 @@ class ImageDataModule(pl.LightningDataModule):
             )
         self.train_repeats = int(train_repeats)
         self.policy, self.cutout = policy, cutout
+        self.augmented_copy = augmented_copy
+        self._doubled = False  # whether _train holds the augmented copy (made for fitting only)
         self.splits: Splits | None = None
         self._stats: dict[tuple[torch.device, bool], tuple[Tensor, Tensor]] = {}
 
@@ -133,8 +143,19 @@ class ImageDataModule(pl.LightningDataModule):
         self.dataset.prepare()
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits is not None:
-            return
+        if self.splits is None:
+            self._load()
+        # The copy only when fitting: testing or predicting from a checkpoint never trains on it.
+        if self.augmented_copy is not None and stage in (None, "fit") and not self._doubled:
+            generator = copy_generator(self.seed)  # one stream through train, then val if merged
+            copies = [
+                IndexedTensors(augmented_copy(part.images, self.augmented_copy, generator), part.labels)
+                for part in self._originals
+            ]
+            self._train = ConcatIndexed(*self._originals, *copies)
+            self._doubled = True
+
+    def _load(self) -> None:
         splits = self.dataset.load()
         if len(splits.classes) != self.num_classes:
             raise ConfigError(
@@ -144,9 +165,11 @@ class ImageDataModule(pl.LightningDataModule):
         self.splits = splits
         train = splits.train
         self._val = IndexedTensors(splits.val.images, splits.val.labels)
-        self._train = IndexedTensors(train.images, train.labels)
-        if self.merge_val:
-            self._train = ConcatIndexed(self._train, self._val)
+        self._originals = [
+            IndexedTensors(train.images, train.labels),
+            *([self._val] if self.merge_val else []),
+        ]
+        self._train = ConcatIndexed(*self._originals) if self.merge_val else self._originals[0]
         self._test = IndexedTensors(splits.test.images, splits.test.labels)
 
     def state_dict(self) -> dict[str, object]:

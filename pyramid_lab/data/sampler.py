@@ -11,6 +11,7 @@ run stopped mid-epoch continues the same permutation where it stopped.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 
@@ -36,21 +37,23 @@ class IndexedTensors(Dataset):
 
 
 class ConcatIndexed(Dataset):
-    """Two ``IndexedTensors`` as one (indices past the first continue into the second), without
-    copying either: train + validation merged costs no second copy of the data set."""
+    """Several ``IndexedTensors`` as one (indices past a part continue into the next), without
+    copying any: train + validation merged costs no second copy of the data set."""
 
-    def __init__(self, first: IndexedTensors, second: IndexedTensors) -> None:
-        self.first, self.second = first, second
+    def __init__(self, *parts: IndexedTensors) -> None:
+        self.parts = parts
+        self.starts = [0, *itertools.accumulate(len(part) for part in parts)]
 
     def __len__(self) -> int:
-        return len(self.first) + len(self.second)
+        return self.starts[-1]
 
     def __getitem__(self, index: Tensor) -> tuple[Tensor, Tensor]:
-        in_second = index >= len(self.first)
-        images = self.first.images.new_empty((len(index), *self.first.images.shape[1:]))
-        labels = self.first.labels.new_empty(len(index))
-        for part, mask, offset in ((self.first, ~in_second, 0), (self.second, in_second, len(self.first))):
-            images[mask], labels[mask] = part[index[mask] - offset]
+        first = self.parts[0]
+        images = first.images.new_empty((len(index), *first.images.shape[1:]))
+        labels = first.labels.new_empty(len(index))
+        for part, start, end in zip(self.parts, self.starts[:-1], self.starts[1:], strict=True):
+            mask = (index >= start) & (index < end)
+            images[mask], labels[mask] = part[index[mask] - start]
         return images, labels
 
 

@@ -2,15 +2,16 @@
 
 - ``multistep``: the baseline MultiStepLR (milestones 32 and 64 of 100 epochs, gamma 0.1), with
   milestones given as epochs or as fractions of the run.
-- ``cosine_periodic``: CosineAnnealingLR with a half-period shorter than the run, so the lr
-  keeps falling and rising: the reading of Table 3's "CosineAnnealing" that its text describes.
+- ``cosine_periodic``: a cosine whose half-period is shorter than the run, so the lr keeps falling
+  and rising: the reading of Table 3's "CosineAnnealing" that its text describes. Stepped every
+  optimizer step (its factory takes ``steps_per_epoch``, see ``pyramid_lab.optim.schedule``).
 - ``WarmupPlateau``: the study's "LossPlateauDecay": a linear warm-up, then reduce-on-plateau.
 - ``snapshot_epochs``: where CosineAnnealingWarmRestarts ends its cycles, the points a snapshot
   ensemble saves (Huang et al. 2017; the study, section D-3).
 
 CosineAnnealingLR, CosineAnnealingWarmRestarts, ExponentialLR and StepLR (the staircase
-exponential) are used from ``torch`` directly (``conf/scheduler/``). Every builder is stepped once
-per epoch (Lightning ``interval: epoch``).
+exponential) are used from ``torch`` directly (``conf/scheduler/``). Every builder but
+``cosine_periodic`` is stepped once per epoch (Lightning ``interval: epoch``).
 
 A bad value raises ``ConfigError`` naming its Hydra key: the scheduler's arguments are the
 ``scheduler`` group's keys (``scheduler.milestones``, ...).
@@ -18,17 +19,18 @@ A bad value raises ``ConfigError`` naming its Hydra key: the scheduler's argumen
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Literal, SupportsFloat
 
 from torch import Tensor
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR, ReduceLROnPlateau
+from torch.optim.lr_scheduler import LRScheduler, MultiStepLR, ReduceLROnPlateau
 
 from pyramid_lab.errors import ConfigError, is_finite_number
 
-__all__ = ["WarmupPlateau", "cosine_periodic", "multistep", "snapshot_epochs"]
+__all__ = ["PeriodicCosine", "WarmupPlateau", "cosine_periodic", "multistep", "snapshot_epochs"]
 
 _KEY = "scheduler"
 
@@ -114,45 +116,92 @@ def multistep(
     return MultiStepLR(optimizer, milestones=sorted(epochs), gamma=gamma)
 
 
+class PeriodicCosine(LRScheduler):
+    """A cosine that falls from the optimizer's lr to ``eta_min`` over ``half_period`` steps, rises
+    back over the next ``half_period``, and so on (CosineAnnealingLR's curve past its ``T_max``).
+
+    Step ``k`` (0-based, one per optimizer step) trains at the cosine's value at the middle of
+    the step, ``k + 1/2``::
+
+        lr_k = eta_min + (lr - eta_min) * (1 + cos(pi * (k + 1/2) / half_period)) / 2
+
+    so the troughs fall between two steps and no step trains at ``eta_min`` itself: with
+    ``eta_min = 0`` (torch's default, and the study gives none) no step is wasted at lr 0, and the
+    lowest lr, next to a trough, is about ``lr * (pi / (4 * half_period))**2``. In closed form
+    from the step count, so a resumed run (``last_epoch`` comes back from the checkpoint) and a
+    warm-up wrapper that rewrites the optimizer's lr see the same curve.
+
+    Args:
+        optimizer: the optimizer (or SAM) whose lr to schedule; its lr is the peak.
+        half_period: steps from a peak to the next trough (>= 1).
+        eta_min: the lr at the troughs, >= 0.
+        last_epoch: the index of the last step taken (-1: none; torch's convention).
+    """
+
+    def __init__(
+        self, optimizer: Optimizer, half_period: int, eta_min: float = 0.0, last_epoch: int = -1
+    ) -> None:
+        if not _is_int(half_period) or half_period < 1:
+            raise ValueError(f"PeriodicCosine: half_period={half_period!r} must be an integer >= 1 (steps)")
+        self.half_period, self.eta_min = half_period, float(eta_min)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        phase = math.pi * (self.last_epoch + 0.5) / self.half_period
+        return [self.eta_min + (base - self.eta_min) * (1 + math.cos(phase)) / 2 for base in self.base_lrs]
+
+
 def cosine_periodic(
     optimizer: Optimizer,
     half_period: int | float = 0.2,
     max_epochs: int | None = None,
     eta_min: float = 0.0,
-) -> CosineAnnealingLR:
-    """CosineAnnealingLR whose ``T_max`` is shorter than the run: the lr falls from its peak to
-    ``eta_min`` over ``T_max`` epochs, rises back over the next ``T_max``, and so on.
+    *,
+    steps_per_epoch: int,
+) -> PeriodicCosine:
+    """A :class:`PeriodicCosine` whose half-period is given in epochs (or as a fraction of the
+    run) and stepped every optimizer step: the lr falls from its peak to ``eta_min`` over
+    ``half_period`` epochs, rises back over the next ``half_period``, and so on, smoothly.
 
     Table 3's text explains CosineAnnealing's gain by the lr "rising and falling periodically"
-    (docs/study.md); PyTorch's CosineAnnealingLR does exactly that past ``T_max``. The default,
-    a fifth of the run, gives five half-periods that end at the bottom (epochs 20, 60, 100 of 100
-    at ``eta_min``, 40 and 80 back at the peak).
+    (docs/study.md); PyTorch's CosineAnnealingLR does exactly that past ``T_max``. Stepped once
+    per epoch, as it was, every trough is a whole epoch at ``eta_min`` (0: epochs 20 and 60 of
+    100 trained nothing); stepped per optimizer step, a trough is a point between two steps. The
+    default, a fifth of the run, gives five half-periods: troughs at the ends of epochs 20, 60 and
+    100 of 100, peaks at 40 and 80.
 
     Args:
         optimizer: the optimizer (or SAM) whose lr to schedule.
-        half_period: ``T_max``: epochs (int) from a peak to the next minimum, or a fraction of
+        half_period: epochs (int) from a peak to the next trough, or a fraction of
             ``max_epochs`` (float in (0, 1]).
         max_epochs: length of the run in epochs; needed for a fraction.
-        eta_min: the lr at each minimum.
+        eta_min: the lr at each trough, >= 0.
+        steps_per_epoch: optimizer steps per training epoch (>= 1), given by the LightningModule
+            (``pyramid_lab.optim.schedule``), which then steps the scheduler every optimizer step.
 
     Raises:
-        ConfigError: a half-period that is not a positive epoch count or a fraction in (0, 1].
+        ConfigError: a half-period that is not a positive epoch count or a fraction in (0, 1],
+            or a negative ``eta_min``.
     """
     if _is_int(half_period) and half_period >= 1:
-        t_max = half_period
+        epochs = half_period
     elif is_finite_number(half_period) and 0 < half_period <= 1 and not _is_int(half_period):
         if not _is_int(max_epochs) or max_epochs < 1:  # type: ignore[operator]
             raise ConfigError(
                 f"{_KEY}.half_period={half_period!r} is a fraction of the run but max_epochs="
                 f"{max_epochs!r}; give epochs (an int) or a positive max_epochs"
             )
-        t_max = max(1, round(half_period * max_epochs))  # type: ignore[operator]
+        epochs = max(1, round(half_period * max_epochs))  # type: ignore[operator]
     else:
         raise ConfigError(
             f"{_KEY}.half_period={half_period!r} must be epochs (an int >= 1) or a fraction of "
             "the run in (0, 1]"
         )
-    return CosineAnnealingLR(optimizer, T_max=t_max, eta_min=eta_min)
+    if not is_finite_number(eta_min) or eta_min < 0:  # type: ignore[operator]
+        raise ConfigError(f"{_KEY}.eta_min={eta_min!r} must be a number >= 0 (the lr at the troughs)")
+    if not _is_int(steps_per_epoch) or steps_per_epoch < 1:
+        raise ValueError(f"cosine_periodic: steps_per_epoch={steps_per_epoch!r} must be an integer >= 1")
+    return PeriodicCosine(optimizer, epochs * steps_per_epoch, eta_min)
 
 
 class WarmupPlateau(ReduceLROnPlateau):

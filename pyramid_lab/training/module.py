@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -16,8 +17,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from pyramid_lab.errors import ConfigError, DivergedError
 from pyramid_lab.optim import SAM, frozen_bn_stats
+from pyramid_lab.optim.schedule import build_schedule
 from pyramid_lab.optim.settings import check_optimizer_numbers
-from pyramid_lab.optim.warmup import linear_warmup
 from pyramid_lab.runs.rng import restore_rng_states, rng_states
 from pyramid_lab.training.compile import CompileFallback
 from pyramid_lab.training.mixing import MixCut, dominant_label
@@ -70,7 +71,7 @@ class Classifier(pl.LightningModule):
         tta: also log ``val/acc_tta`` and ``test/acc_tta``, the accuracy of the mean softmax of
             each image and its mirror (``pyramid_lab.training.tta``); ``val/acc``/``test/acc``
             stay the plain numbers.
-        warmup_epochs: linear lr warm-up over this many scheduler steps in front of the scheduler
+        warmup_epochs: linear lr warm-up over this many epochs in front of the scheduler
             (``pyramid_lab.optim.warmup``), which keeps its own timeline; 0 = none.
         warmup_start_factor: the first warm-up lr as a fraction of the scheduled lr, in (0, 1].
 
@@ -321,16 +322,25 @@ class Classifier(pl.LightningModule):
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        built = linear_warmup(
+        built = build_schedule(
+            self.scheduler_factory,
             optimizer,
-            self.scheduler_factory(optimizer),
-            self.hparams.warmup_epochs,
-            self.hparams.warmup_start_factor,
+            interval=self.hparams.scheduler_interval,
+            steps_per_epoch=self._steps_per_epoch,
+            warmup_epochs=self.hparams.warmup_epochs,
+            warmup_start_factor=self.hparams.warmup_start_factor,
         )
         scheduler = {"scheduler": built, "interval": self.hparams.scheduler_interval}
         if isinstance(built, ReduceLROnPlateau) and self.automatic_optimization:
             scheduler["monitor"] = self.hparams.scheduler_monitor  # under SAM, _step_schedulers reads it
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def _steps_per_epoch(self) -> int:
+        # Lightning's estimate loads the training data first: its batches per epoch then count
+        # limit_train_batches and the DDP shard; an optimizer step takes accumulate_grad_batches.
+        if self.trainer.estimated_stepping_batches == float("inf"):
+            raise ConfigError("a scheduler that counts optimizer steps needs a training set of known length")
+        return math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
 
 
 def _capture_rng(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
