@@ -221,6 +221,10 @@ def test_the_gpu_plan_runs_with_tiny_sizes_on_the_cpu(tmp_path, capsys):
     compiled = by_name[prefix + "bf16-cl-compile/lightning"]
     assert compiled["details"]["compile_s"] >= 0 and not compiled["details"]["compile_fell_back"]
     assert {"data/ours/workers0", "data/torchvision/workers0"} <= by_name.keys()
+    for policy in ("none", "autoaugment", "randaugment", "trivialaugment", "cutout"):
+        r = by_name[f"data/policy/{policy}"]  # each policy's pipeline against the one without
+        assert r["details"]["policy"] == policy
+        assert r["reference"] == (None if policy == "none" else "data/policy/none")
     for side in ("ours", "torchvision"):  # one torch thread each, the same augmentation
         details = by_name[f"data/{side}/workers0"]["details"]
         assert details["torch_threads"] == 1 and details["augment"].startswith("crop (pad 4) + flip True")

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from pyramid_lab.bench.timing import Record
 
 PLANS = ("quick", "cpu", "gpu")
-# Every option once: its flag, argparse's keywords and its help.
+# Every option once: its flag, argparse's keywords (and ``least``, an integer option's least valid
+# value, checked after parsing so that a bad one is refused in one line naming it) and its help.
 OPTIONS: list[tuple[str, dict[str, Any], str]] = [
     (
         "--plan",
@@ -42,12 +43,12 @@ OPTIONS: list[tuple[str, dict[str, Any], str]] = [
     ("--device", {"choices": ("cpu", "cuda")}, "default: cuda when available, else cpu"),
     (
         "--num-workers",
-        {"type": int, "default": 0},
+        {"type": int, "least": 0, "default": 0},
         "DataLoader workers for both data pipelines (the plan's counts as well)",
     ),
-    ("--batch-size", {"type": int}, "training batch (default: 256 on cuda, 32 on cpu)"),
+    ("--batch-size", {"type": int, "least": 1}, "training batch (default: 256 on cuda, 32 on cpu)"),
     ("--window-s", {"type": float}, "seconds per timed window (default: 2 on a CPU, 1 on a GPU)"),
-    ("--windows", {"type": int}, "timed windows per configuration (default 5)"),
+    ("--windows", {"type": int, "least": 1}, "timed windows per configuration (default 5)"),
     (
         "--clock",
         {"choices": ("wall", "cpu"), "default": "wall"},
@@ -56,7 +57,7 @@ OPTIONS: list[tuple[str, dict[str, Any], str]] = [
     ),
     (
         "--threads",
-        {"type": int},
+        {"type": int, "least": 1},
         "torch intra-op threads (default: torch's choice); 1 on a shared machine, where spinning "
         "OpenMP threads collapse when other jobs hold the cores",
     ),
@@ -68,19 +69,12 @@ OPTIONS: list[tuple[str, dict[str, Any], str]] = [
     ),
     (
         "--divergence-check-every",
-        {"type": int, "default": 100},
+        {"type": int, "least": 1, "default": 100},
         "steps between reads of the module's finite-loss flag, each a host-device sync "
         "(module.divergence_check_every)",
     ),
 ]
-# The integer options' least valid values, checked after parsing: one line naming the option.
-MINIMA = {
-    "--num-workers": 0,
-    "--batch-size": 1,
-    "--windows": 1,
-    "--threads": 1,
-    "--divergence-check-every": 1,
-}
+MINIMA = {flag: keywords["least"] for flag, keywords, _ in OPTIONS if "least" in keywords}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -93,8 +87,8 @@ def parser() -> argparse.ArgumentParser:
             "is present; the configurations of each comparison are timed in turn, window by window."
         ),
     )
-    for flag, keywords, help in OPTIONS:
-        p.add_argument(flag, help=help, **keywords)
+    for flag, keywords, text in OPTIONS:
+        p.add_argument(flag, help=text, **{k: v for k, v in keywords.items() if k != "least"})
     return p
 
 

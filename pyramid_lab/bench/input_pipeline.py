@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from pyramid_lab.bench.interleave import Clock, Windows, compare, interleave, to_record
+from pyramid_lab.bench.interleave import Clock, Windows, against_the_first
 from pyramid_lab.bench.timing import Record
 from pyramid_lab.data import BatchAugment, ImageDataModule, Synthetic
 from pyramid_lab.data.cutout import Cutout
@@ -37,7 +37,6 @@ FLIP = True  # random left-right flips, p = 0.5
 # ours read 12-30x torchvision's on the project's idle 2-core EPYC and 5-7x with one busy process
 # beside it; with 1 thread and that process, 12-18x (README, Speed).
 CPU_THREADS = 1
-NO_POLICY = "none"  # the reference of bench_policies
 
 
 def our_augment() -> BatchAugment:
@@ -63,7 +62,7 @@ def policies() -> dict[str, dict[str, Any]]:
     """The configurations ``bench_policies`` measures: name -> ``ImageDataModule`` keyword
     arguments (the tricks' settings: conf/tricks/{autoaugment,randaugment,trivialaugment,cutout}.yaml)."""
     return {
-        NO_POLICY: {},
+        "none": {},
         "autoaugment": {"policy": AutoAugment("cifar10")},
         "randaugment": {"policy": RandAugment(num_ops=2, magnitude=9)},
         "trivialaugment": {"policy": TrivialAugmentWide()},
@@ -191,63 +190,39 @@ def bench_data(
         f"data/torchvision/workers{num_workers}": timed_loop(reference_loader, reference_step),
         f"data/ours/workers{num_workers}": timed_loop(_with_workers(ours_loader, num_workers), ours_step),
     }
-    interleaved = num_workers == 0
     with torch_threads(device) as threads:
-        results = interleave(runs, device, windows, interleaved=interleaved)
-    reference, ours = (
-        to_record(
-            name,
+        reference, ours = against_the_first(
+            runs,
             device,
-            results[name],
+            windows,
             batch_size,
             group=f"data/workers{num_workers}",
-            interleaved=interleaved,
+            interleaved=num_workers == 0,
             num_workers=num_workers,
             torch_threads=threads,
             augment=f"crop (pad {CROP_PADDING}) + flip {FLIP} + normalise",
         )
-        for name in runs
-    )
-    return compare(ours, reference), reference
+    return ours, reference
 
 
-def bench_policies(
-    device: torch.device, batch_size: int, windows: Windows, names: list[str] | None = None
-) -> list[Record]:
+def bench_policies(device: torch.device, batch_size: int, windows: Windows) -> list[Record]:
     """Images/s of the training data pipeline with each policy, and without (the reference).
 
     Args:
         device: where the batches go and are augmented (``cuda``: the training device).
         batch_size: images per batch (256: the study's).
         windows: timing plan (``pyramid_lab.bench.interleave.Windows``).
-        names: configurations of :func:`policies` to measure (default: all); the reference
-            ``none`` is always measured.
 
     Returns:
         One ``Record`` per configuration, named ``data/policy/<name>``, the reference first; the
         others carry ``ratio`` (< 1: slower than the pipeline without the policy) paired window by
         window with the reference.
     """
-    configs = policies()
-    chosen = [NO_POLICY] + [n for n in (names or list(configs)) if n != NO_POLICY]
-    unknown = [n for n in chosen if n not in configs]
-    if unknown:
-        raise ValueError(f"unknown policy configurations {unknown}; valid: {sorted(configs)}")
     runs = {}
-    for name in chosen:
-        _, loader, step = our_pipeline(device, batch_size, batch_size * 16, **configs[name])
+    for name, extra in policies().items():  # the reference, none, first
+        _, loader, step = our_pipeline(device, batch_size, batch_size * 16, **extra)
         runs[f"data/policy/{name}"] = timed_loop(loader, step)
-    results = interleave(runs, device, windows)
-    reference, *others = (
-        to_record(
-            name,
-            device,
-            results[name],
-            batch_size,
-            group="data/policy",
-            policy=name.rsplit("/", 1)[-1],
-            crop_flip=True,
-        )
-        for name in runs
-    )
-    return [reference, *(compare(record, reference) for record in others)]
+    records = against_the_first(runs, device, windows, batch_size, group="data/policy", crop_flip=True)
+    for record in records:
+        record.details["policy"] = record.name.rsplit("/", 1)[-1]
+    return records

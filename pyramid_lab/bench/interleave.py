@@ -279,6 +279,23 @@ def to_record(
     )
 
 
+def against_the_first(
+    runs: dict[str, Callable[[Clock], Any]],
+    device: torch.device,
+    windows: Windows,
+    batch_size: int,
+    group: str,
+    interleaved: bool = True,
+    **details: Any,
+) -> list[Record]:
+    """``interleave`` ``runs``; their records in the order given, each compared with the first."""
+    results = interleave(runs, device, windows, interleaved=interleaved)
+    first, *others = (
+        to_record(name, device, results[name], batch_size, group, interleaved, **details) for name in runs
+    )
+    return [first, *(compare(record, first) for record in others)]
+
+
 def compare(record: Record, reference: Record) -> Record:
     """Set ``record``'s ratio to ``reference``: paired window by window when both were interleaved
     in the same group (``ratio_spread`` then says how much the pairs disagree)."""

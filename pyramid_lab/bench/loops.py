@@ -42,11 +42,6 @@ class Mode:
     channels_last: bool = False
     compile: bool = False
 
-    @property
-    def bf16(self) -> bool:
-        """Autocast to bf16 in the plain loop: what Lightning's ``bf16-mixed`` does."""
-        return self.precision.startswith("bf16")
-
 
 MODES = {
     m.name: m
@@ -123,10 +118,6 @@ class Workload:
             return partial(SAM, base_optimizer=torch.optim.SGD, rho=0.05, **SGD)
         return partial(torch.optim.SGD, **SGD)
 
-    def loss(self) -> nn.Module:
-        """The Classifier's loss at the study's baseline (no label smoothing)."""
-        return nn.CrossEntropyLoss()
-
 
 class DeviceBatches:
     """``length`` batches cycling through ``batches``, already on the device: no loader cost.
@@ -163,11 +154,13 @@ def plain_loop(work: Workload, mode: Mode, clock: Clock) -> dict[str, Any]:
     fmt = torch.channels_last if mode.channels_last else torch.contiguous_format
     net = work.net().to(work.device, memory_format=fmt).train()
     forward = CompileFallback(net, work.compile_backend, work.compile_mode) if mode.compile else net
-    optimizer, criterion = work.optimizer()(net.parameters()), work.loss()
+    optimizer = work.optimizer()(net.parameters())
+    criterion = nn.CrossEntropyLoss()  # the Classifier's (label_smoothing 0)
+    bf16 = mode.precision.startswith("bf16")  # autocast, as Lightning's bf16-mixed
     batches = DeviceBatches(work.batches, 2**62)
     for x, y in batches:
         more = clock.step_starts()
-        with torch.autocast(work.device.type, dtype=torch.bfloat16, enabled=mode.bf16):
+        with torch.autocast(work.device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = criterion(forward(x.contiguous(memory_format=fmt)), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
