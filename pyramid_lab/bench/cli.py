@@ -115,20 +115,9 @@ def check(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> list[Record]:
     args = parser().parse_args(argv)
     check(args)
-    import torch
-
+    device = _device(args)
     from pyramid_lab.bench.plans import make_plan, run
-    from pyramid_lab.training.compile import COMPILE_MODES
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        fail("--device cuda but torch.cuda.is_available() is False; use --device cpu")
-    if args.compile_mode not in COMPILE_MODES:
-        fail(f"--compile-mode {args.compile_mode} unknown; choose from {', '.join(COMPILE_MODES)}")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.clock == "cpu" and device.type == "cuda":
-        fail("--clock cpu measures host CPU time, not GPU work; use --clock wall with cuda")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     _quiet()
     plan_name = "quick" if args.quick else args.plan or ("gpu" if device.type == "cuda" else "cpu")
     plan = make_plan(
@@ -166,6 +155,24 @@ def main(argv: list[str] | None = None) -> list[Record]:
     print(table(records, header))
     print(f"elapsed: {header['elapsed_s']:.0f} s")
     return records
+
+
+def _device(args: argparse.Namespace) -> torch.device:
+    """The device to measure on, with the checks that need torch, and its thread count."""
+    import torch
+
+    from pyramid_lab.training.compile import COMPILE_MODES
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda but torch.cuda.is_available() is False; use --device cpu")
+    if args.compile_mode not in COMPILE_MODES:
+        fail(f"--compile-mode {args.compile_mode} unknown; choose from {', '.join(COMPILE_MODES)}")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.clock == "cpu" and device.type == "cuda":
+        fail("--clock cpu measures host CPU time, not GPU work; use --clock wall with cuda")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return device
 
 
 def _header(device: torch.device, plan: Plan, divergence_check_every: int) -> dict[str, Any]:

@@ -106,20 +106,21 @@ class PILImages(Dataset):
         return self.transform(self.images[i]), self.labels[i]
 
 
+def synthetic_data(device: torch.device, batch_size: int, num_images: int, **extra: Any) -> ImageDataModule:
+    """Our ``ImageDataModule`` over ``num_images`` synthetic uint8 images with the study's crop +
+    flip on the device (and ``extra``: a policy, Cutout)."""
+    synthetic = Synthetic(num_train=num_images, num_val=batch_size, num_test=batch_size)
+    return ImageDataModule(
+        synthetic, 10, batch_size, augment=our_augment(), pin_memory=device.type == "cuda", **extra
+    )
+
+
 def our_pipeline(
     device: torch.device, batch_size: int, num_images: int, **extra: Any
 ) -> tuple[ImageDataModule, DataLoader, Callable[[Any], Any]]:
-    """Our ``ImageDataModule`` over synthetic uint8 images, its training loader, and its training
-    step: the copy to ``device``, then ``on_after_batch_transfer`` (crop + flip, ``extra``'s policy
-    or Cutout, normalisation) as training runs it."""
-    dm = ImageDataModule(
-        Synthetic(num_train=num_images, num_val=batch_size, num_test=batch_size),
-        num_classes=10,
-        batch_size=batch_size,
-        augment=our_augment(),
-        pin_memory=device.type == "cuda",
-        **extra,
-    )
+    """``synthetic_data``, its training loader, and its training step: the copy to ``device``,
+    then ``on_after_batch_transfer`` (crop + flip, ``extra``, normalisation) as training runs it."""
+    dm = synthetic_data(device, batch_size, num_images, **extra)
     dm.setup("fit")
     loader = dm.train_dataloader()
     # on_after_batch_transfer augments only while a trainer is training; no Trainer here.

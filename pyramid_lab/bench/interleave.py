@@ -232,12 +232,6 @@ def _check(c: _Contender) -> None:
         )
 
 
-def throughputs(result: Result, items_per_step: int) -> list[float]:
-    """Items (images) per second in each timed window."""
-    n = items_per_step * result.clock.steps_per_window
-    return [n / t for t in result.clock.window_times]
-
-
 def summary(rates: list[float]) -> tuple[float, float]:
     """(median, spread): spread = (max - min) / median, a fraction."""
     median = statistics.median(rates)
@@ -254,9 +248,9 @@ def to_record(
     **details: Any,
 ) -> Record:
     """The ``Record`` of one configuration of a group timed by ``interleave``."""
-    rates = throughputs(result, batch_size)
-    median, spread = summary(rates)
     clock = result.clock
+    rates = [batch_size * clock.steps_per_window / t for t in clock.window_times]  # images/s
+    median, spread = summary(rates)
     return Record(
         name=name,
         device=device.type,

@@ -3,8 +3,9 @@ through ``Trainer.fit``, per precision / memory format / compile mode, SAM again
 full data path; all configurations of a group interleaved window by window (``interleave``).
 
 What the two sides train is defined once (:class:`Workload`: the model and its initial weights,
-the optimizer and its settings, the loss, the batches, the precision; the same clock sets the
-steps), so the comparison cannot drift apart; only the driver differs, which is what is measured.
+the optimizer and its settings, the batches, the compile settings; a ``Mode``: the precision and
+memory format; the same clock sets the steps), so the comparison cannot drift apart; only the
+driver differs, which is what is measured.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from pyramid_lab.bench.input_pipeline import our_augment
+from pyramid_lab.bench.input_pipeline import synthetic_data
 from pyramid_lab.bench.interleave import Clock, Result, Windows, compare, interleave, to_record
 from pyramid_lab.bench.timing import Record
-from pyramid_lab.data import ImageDataModule, Synthetic
 from pyramid_lab.optim import SAM
 from pyramid_lab.training.compile import CompileFallback
 from pyramid_lab.training.module import Classifier
@@ -214,9 +214,7 @@ def lightning_fit(
         callbacks=[ClockCallback(clock)],
     )
     if contender.datamodule:
-        n = work.batch_size
-        synthetic = Synthetic(num_train=n * 64, num_val=n, num_test=n)
-        datamodule = ImageDataModule(synthetic, num_classes=10, batch_size=n, augment=our_augment())
+        datamodule = synthetic_data(work.device, work.batch_size, work.batch_size * 64)
         trainer.fit(module, datamodule=datamodule)
     else:
         trainer.fit(module, train_dataloaders=DeviceBatches(work.batches, 2**62))
