@@ -96,6 +96,29 @@ def _groups(name: str, best: str) -> Groups:
     return [(STAND_INS[0], precisions + more), (STAND_INS[1], _lightning_vs_plain("fp32"))]
 
 
+def _timing(name: str, cuda: bool) -> tuple[Windows, int, Windows, set[int]]:
+    """Plan ``name``'s training windows and batch, and its data windows and worker counts."""
+    if name == "gpu":
+        # cuDNN autotuning at the first steps; 1 s windows hold tens of steps at batch 256.
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 8
+        return (
+            Windows(warmup=3, window_s=1.0, count=5, min_steps=5),
+            256,
+            Windows(warmup=2, window_s=0.5, count=5, min_steps=3),
+            {0, min(8, cpus)},
+        )
+    # At least ~2 s per window on a CPU: several steps, so a slow step is averaged in. A window of
+    # our pipeline holds tens of steps of ~1-3 ms: 7 of 0.4 s keep one stall from deciding the
+    # median (with 0.25 s x 5 the window ratios spread 30% to 130% on an idle 2-core CPU). quick:
+    # the data pipelines in the main process only (workers start slowly).
+    return (
+        Windows(warmup=2, window_s=1.0 if cuda else 2.0, count=5, min_steps=2),
+        256 if cuda else 32,
+        Windows(warmup=3, window_s=0.4, count=7, min_steps=2),
+        {0} if name == "quick" else {0, 2},
+    )
+
+
 def make_plan(
     name: str,
     device: torch.device,
@@ -123,20 +146,7 @@ def make_plan(
         native_bf16 = cuda or native_cpu_bf16()[0]
     # On a CPU without native bf16 the compiled mode is compared in fp32, the precision auto picks.
     groups = _groups(name, "bf16-cl" if native_bf16 else "fp32")
-    if name == "gpu":
-        # cuDNN autotuning at the first steps; 1 s windows hold tens of steps at batch 256.
-        timing, batch = Windows(warmup=3, window_s=1.0, count=5, min_steps=5), 256
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 8
-        data_timing, workers = Windows(warmup=2, window_s=0.5, count=5, min_steps=3), {0, min(8, cpus)}
-    else:
-        # At least ~2 s per window on a CPU: several steps, so a slow step is averaged in.
-        timing = Windows(warmup=2, window_s=1.0 if cuda else 2.0, count=5, min_steps=2)
-        batch = 256 if cuda else 32
-        # A window of our pipeline holds tens of steps of ~1-3 ms: 7 of 0.4 s keep one stall from
-        # deciding the median (with 0.25 s x 5 the window ratios spread 30% to 130% on an idle
-        # 2-core CPU). quick: the main process only (workers start slowly).
-        data_timing = Windows(warmup=3, window_s=0.4, count=7, min_steps=2)
-        workers = {0} if name == "quick" else {0, 2}
+    timing, batch, data_timing, workers = _timing(name, cuda)
     if tiny:
         groups = [(TINY_MODELS[i], c) for i, (_, c) in enumerate(groups)]
         timing, data_timing, batch, workers = TINY_WINDOWS, TINY_WINDOWS, 4, {0}
@@ -158,6 +168,11 @@ def make_plan(
 
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def _compile_note(r: Record) -> str:
+    compile_s = r.details.get("compile_s")
+    return f", compile {compile_s:.1f} s" if compile_s is not None else ""
 
 
 def run(
@@ -203,9 +218,7 @@ def run(
         new = measure()
         check_targets(new, plan, device, num_workers)
         for r in new:
-            compile_s = r.details.get("compile_s")
-            compiled = f", compile {compile_s:.1f} s" if compile_s is not None else ""
-            _say(f"  {r.name}: {r.images_per_s:,.0f} images/s (spread {r.spread:.0%}){compiled}")
+            _say(f"  {r.name}: {r.images_per_s:,.0f} images/s (spread {r.spread:.0%}){_compile_note(r)}")
         records.extend(new)
         now = time.perf_counter()
         _say(f"  {what}: {now - t:.0f} s (total {now - start:.0f} s)")
