@@ -13,8 +13,18 @@ import time
 import pytest
 import torch
 
-from pyramid_lab.bench.cli import check_targets, main, make_plan, table
+from pyramid_lab.bench.cli import main, table
 from pyramid_lab.bench.interleave import Clock, Windows, compare, interleave, to_record
+from pyramid_lab.bench.loops import (
+    MODES,
+    Contender,
+    ModelSpec,
+    Workload,
+    device_batches,
+    lightning_fit,
+    plain_loop,
+)
+from pyramid_lab.bench.plans import TINY_MODELS, check_targets, make_plan
 from pyramid_lab.bench.timing import PeakMemory, Record
 
 FIELDS = {"name", "device", "images_per_s", "batch_size", "peak_memory_mb", "ratio", "reference", "spread"}
@@ -128,7 +138,7 @@ def test_paired_ratio_is_the_median_of_the_window_ratios():
     ],
 )
 def test_targets_apply_by_device_and_show_in_the_table(monkeypatch, native, target, passed):
-    monkeypatch.setattr("pyramid_lab.bench.cli.native_cpu_bf16", lambda: (native, "pretended"))
+    monkeypatch.setattr("pyramid_lab.bench.plans.native_cpu_bf16", lambda: (native, "pretended"))
 
     def record(name: str, ratio: float | None, reference: str | None = None, **details) -> Record:
         return Record(
@@ -211,6 +221,10 @@ def test_the_gpu_plan_runs_with_tiny_sizes_on_the_cpu(tmp_path, capsys):
     compiled = by_name[prefix + "bf16-cl-compile/lightning"]
     assert compiled["details"]["compile_s"] >= 0 and not compiled["details"]["compile_fell_back"]
     assert {"data/ours/workers0", "data/torchvision/workers0"} <= by_name.keys()
+    for policy in ("none", "autoaugment", "randaugment", "trivialaugment", "cutout"):
+        r = by_name[f"data/policy/{policy}"]  # each policy's pipeline against the one without
+        assert r["details"]["policy"] == policy
+        assert r["reference"] == (None if policy == "none" else "data/policy/none")
     for side in ("ours", "torchvision"):  # one torch thread each, the same augmentation
         details = by_name[f"data/{side}/workers0"]["details"]
         assert details["torch_threads"] == 1 and details["augment"].startswith("crop (pad 4) + flip True")
@@ -236,6 +250,41 @@ def test_the_quick_plan_compares_precisions_compiled_lightning_and_the_plain_loo
     keys = {c.key: c.reference for c in full.groups[0][1]}
     assert keys["fp32-compile/lightning"] == "fp32/lightning"  # auto's precision on this CPU
     assert make_plan("cpu", CPU, native_bf16=True).groups[0][1][4].key == "bf16-cl-compile/lightning"
+
+
+class Steps:
+    """A clock for ``plain_loop`` and ``lightning_fit`` that lets ``n`` steps run, untimed."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def step_starts(self) -> bool:
+        self.left -= 1
+        return self.left > 0
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16-cl"])
+def test_the_plain_loop_and_lightning_train_the_same_workload(mode):
+    """A fair comparison: from one Workload both sides start from the same weights and take the
+    same steps (BatchNorm counts them) with the same loss, optimizer, batches and precision, so
+    they end with the same weights; only the driver, which is what is timed, differs."""
+    nets = []
+
+    def build() -> torch.nn.Module:
+        nets.append(TINY_MODELS[1].build())  # no ShakeDrop: no random draws to tell the sides apart
+        return nets[-1]
+
+    work = Workload(ModelSpec("tiny", build), CPU, device_batches(CPU, batch_size=4, count=2))
+    assert plain_loop(work, MODES[mode], Steps(3)) == {"compile_fell_back": False}
+    assert lightning_fit(work, MODES[mode], Contender(mode), 100, Steps(3)) == {"compile_fell_back": False}
+    plain, lightning = (net.state_dict() for net in nets)
+    initial = work.net().state_dict()
+    assert plain.keys() == lightning.keys()
+    steps = [v for k, v in plain.items() if k.endswith("num_batches_tracked")]
+    assert steps and all(v == 3 for v in steps)
+    for key in plain:
+        torch.testing.assert_close(plain[key], lightning[key], msg=key)
+    assert any(not torch.equal(plain[key], initial[key]) for key in plain if key.endswith("weight"))
 
 
 def test_cpu_peak_memory_sees_an_allocation():
@@ -299,7 +348,7 @@ def test_the_data_comparison_augments_and_normalises_alike_on_both_sides():
     to the same values; all 81 offsets and both flips turn up on each side."""
     from PIL import Image
 
-    from pyramid_lab.bench.data import CROP_PADDING, our_augment, torchvision_transform
+    from pyramid_lab.bench.input_pipeline import CROP_PADDING, our_augment, torchvision_transform
     from pyramid_lab.data.datamodule import normalisation, normalise
 
     pad, n, mean, std = CROP_PADDING, 2000, 0.5, 0.25
@@ -328,7 +377,7 @@ def test_the_data_comparison_augments_and_normalises_alike_on_both_sides():
 
 
 def test_the_data_comparison_runs_on_one_torch_thread_and_restores_the_count():
-    from pyramid_lab.bench.data import CPU_THREADS, torch_threads
+    from pyramid_lab.bench.input_pipeline import CPU_THREADS, torch_threads
 
     before = torch.get_num_threads()
     with torch_threads(CPU) as threads:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pyramid_lab.bench.train import DeviceBatches
+from pyramid_lab.bench.loops import DeviceBatches
 from pyramid_lab.models.pyramidnet import PyramidNet
 from pyramid_lab.optim import SAM
 from pyramid_lab.training.compile import CompileFallback

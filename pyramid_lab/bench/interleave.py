@@ -128,7 +128,9 @@ class Result:
     error: BaseException | None = field(default=None, repr=False)
 
 
-class _Contender:
+class _Runner:
+    """One configuration's run in its own thread, let go one window at a time."""
+
     def __init__(self, name: str, run: Callable[[Clock], Any], clock: Clock) -> None:
         self.name, self.run, self.clock = name, run, clock
         self.result = Result(clock)
@@ -150,14 +152,14 @@ class _Contender:
             self.finished = True
             self._back.release()
 
-    def _hand_back(self) -> None:  # in the contender's thread
+    def _hand_back(self) -> None:  # in the runner's thread
         self._back.release()
         self._go.acquire()
         if self.abort:
             raise Aborted(self.name)
 
     def turn(self) -> None:
-        """Let the contender run until it pauses (a window or its warm-up is over) or ends."""
+        """Let the run go on until it pauses (a window or its warm-up is over) or ends."""
         if not self._started:
             self._started = True
             self._thread.start()
@@ -192,9 +194,9 @@ def interleave(
     """
     say = progress or (lambda message: None)
     start = time.perf_counter()
-    contenders = [_Contender(name, run, Clock(device, windows)) for name, run in runs.items()]
+    runners = [_Runner(name, run, Clock(device, windows)) for name, run in runs.items()]
     try:
-        for c in contenders:
+        for c in runners:
             with PeakMemory(device) as memory:
                 c.turn()
             c.result.peak_memory_mb, c.result.memory = memory.mb, memory.kind
@@ -210,32 +212,26 @@ def interleave(
         for r in range(windows.count if interleaved else 0):
             # A, B, B, A, A, B, ...: every configuration goes first as often as last, so neither a
             # steady drift nor what the previous window left behind (caches, clocks) favours one.
-            for c in contenders if r % 2 == 0 else contenders[::-1]:
+            for c in runners if r % 2 == 0 else runners[::-1]:
                 c.turn()
                 _check(c)
             say(f"window {r + 1}/{windows.count} of each at {time.perf_counter() - start:.0f} s")
-        for c in contenders:
+        for c in runners:
             if not c.finished:
                 raise RuntimeError(f"{c.name} did not stop after its last window")
     finally:
-        for c in contenders:
+        for c in runners:
             c.stop()
-    return {c.name: c.result for c in contenders}
+    return {c.name: c.result for c in runners}
 
 
-def _check(c: _Contender) -> None:
+def _check(c: _Runner) -> None:
     if c.result.error is not None:
         raise c.result.error
     if c.finished and not c.clock.done:
         raise RuntimeError(
             f"{c.name} stopped after {len(c.clock.window_times)} of {c.clock.plan.count} timed windows"
         )
-
-
-def throughputs(result: Result, items_per_step: int) -> list[float]:
-    """Items (images) per second in each timed window."""
-    n = items_per_step * result.clock.steps_per_window
-    return [n / t for t in result.clock.window_times]
 
 
 def summary(rates: list[float]) -> tuple[float, float]:
@@ -254,9 +250,9 @@ def to_record(
     **details: Any,
 ) -> Record:
     """The ``Record`` of one configuration of a group timed by ``interleave``."""
-    rates = throughputs(result, batch_size)
-    median, spread = summary(rates)
     clock = result.clock
+    rates = [batch_size * clock.steps_per_window / t for t in clock.window_times]  # images/s
+    median, spread = summary(rates)
     return Record(
         name=name,
         device=device.type,
@@ -277,6 +273,23 @@ def to_record(
             "window_images_per_s": rates,
         },
     )
+
+
+def against_the_first(
+    runs: dict[str, Callable[[Clock], Any]],
+    device: torch.device,
+    windows: Windows,
+    batch_size: int,
+    group: str,
+    interleaved: bool = True,
+    **details: Any,
+) -> list[Record]:
+    """``interleave`` ``runs``; their records in the order given, each compared with the first."""
+    results = interleave(runs, device, windows, interleaved=interleaved)
+    first, *others = (
+        to_record(name, device, results[name], batch_size, group, interleaved, **details) for name in runs
+    )
+    return [first, *(compare(record, first) for record in others)]
 
 
 def compare(record: Record, reference: Record) -> Record:
