@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pyramid_lab import command_name
+from pyramid_lab.errors import exit_with_error
 
 if TYPE_CHECKING:
     import torch
@@ -94,8 +95,7 @@ def parser() -> argparse.ArgumentParser:
 
 def fail(message: str) -> NoReturn:
     """The bench's one way to refuse: ``error: <message>`` on stderr, exit status 2."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    exit_with_error(message)
 
 
 def check(args: argparse.Namespace) -> None:
