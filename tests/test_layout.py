@@ -25,7 +25,7 @@ def test_the_top_level_holds_the_entry_points_only():
         ("pyramid_lab.optim", ["pytorch_lightning", "lightning", "hydra", "omegaconf"]),
         ("pyramid_lab.data", ["hydra", "omegaconf"]),
         ("pyramid_lab.report", ["torch"]),
-        ("pyramid_lab.runs.record", ["torch"]),
+        ("pyramid_lab.runs.record_file", ["torch"]),
         ("pyramid_lab.search.report", ["torch"]),  # the report's search section
         # What training writes for the report: below both, and readable without torch.
         ("pyramid_lab.runs.predictions_file, pyramid_lab.runs.pictures", ["torch", "pytorch_lightning"]),

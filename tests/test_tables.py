@@ -9,7 +9,7 @@ import re
 
 import pytest
 from omegaconf import OmegaConf
-from pyramid_lab.runs.record import read_record
+from pyramid_lab.runs.record_file import read_record
 
 from pyramid_lab.report import build_tables
 from pyramid_lab.report.__main__ import main as report_main
