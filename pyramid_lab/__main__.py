@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from pyramid_lab import config_dir
 from pyramid_lab.errors import ConfigError, RunStopped, is_ctrl_c
+from pyramid_lab.runs.moved_keys import moved_key
 
 # conf/ of the checkout or pyramid_lab/conf of a wheel, whichever this install has.
 CONFIG_DIR = config_dir()
@@ -112,6 +113,10 @@ def refuse_moved_keys(argv: list[str]) -> None:
     """Exit with one line for an override that uses a key that has moved, naming its new key."""
     for arg in argv:
         key = arg.lstrip("+~").split("=", 1)[0]
+        new_key = moved_key(key)  # the module's settings that became callbacks, loss, scheduler
+        if new_key is not None:
+            print(f"error: {key} is now {new_key} (see README)", file=sys.stderr)
+            sys.exit(2)
         for old, new in _MOVED_KEYS.items():
             if key.startswith(old):
                 print(

@@ -70,13 +70,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compile-mode",
         default="default",
-        help="torch.compile mode (module.compile_mode): default, reduce-overhead (CUDA graphs), max-autotune",
+        help="torch.compile mode (callbacks.compile.mode): default, reduce-overhead (CUDA graphs), "
+        "max-autotune",
     )
     p.add_argument(
         "--divergence-check-every",
         type=int,
         default=100,
         help="steps between reads of the module's finite-loss flag, each a host-device sync "
-        "(module.divergence_check_every)",
+        "(callbacks.divergence.check_every)",
     )
     return p

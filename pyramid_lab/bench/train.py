@@ -20,8 +20,10 @@ from pyramid_lab.bench.interleave import Clock, Windows, compare, interleave, to
 from pyramid_lab.bench.timing import Record
 from pyramid_lab.data import BatchAugment, ImageDataModule, Synthetic
 from pyramid_lab.optim import SAM
-from pyramid_lab.training.compile import CompileFallback
+from pyramid_lab.training.compile import ChannelsLast, Compile, CompileFallback
+from pyramid_lab.training.divergence import DivergenceWatch
 from pyramid_lab.training.module import Classifier
+from pyramid_lab.training.sam import SAMClassifier
 
 # The study's SGD (conf/optimizer/sgd.yaml); SAM wraps the same settings with rho 0.05.
 SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}
@@ -174,15 +176,13 @@ def lightning_fit(
         if sam
         else partial(torch.optim.SGD, **SGD)
     )
-    module = Classifier(
-        spec.build(),
-        optimizer,
-        channels_last=mode.channels_last,
-        compile=mode.compile,
-        compile_backend=compile_backend,
-        compile_mode=compile_mode,
-        divergence_check_every=divergence_check_every,
-    )
+    module = (SAMClassifier if sam else Classifier)(spec.build(), optimizer)
+    # As conf/callbacks/default.yaml builds them for a run.
+    speedups = [
+        DivergenceWatch(divergence_check_every),
+        Compile(mode.compile, compile_backend, compile_mode),
+        ChannelsLast(mode.channels_last),
+    ]
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
@@ -198,7 +198,7 @@ def lightning_fit(
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=False,
-        callbacks=[ClockCallback(clock)],
+        callbacks=[*speedups, ClockCallback(clock)],
     )
     if batches is None:
         datamodule = ImageDataModule(
@@ -210,7 +210,7 @@ def lightning_fit(
         trainer.fit(module, datamodule=datamodule)
     else:
         trainer.fit(module, train_dataloaders=DeviceBatches(batches, 2**62))
-    fell_back = mode.compile and module._compiled is not None and module._compiled.compiled is None
+    fell_back = mode.compile and module.compiled is not None and module.compiled.compiled is None
     return {"compile_fell_back": fell_back}
 
 
