@@ -4,6 +4,7 @@ settings, and the settings that moved out of the module."""
 from __future__ import annotations
 
 import copy
+import inspect
 from functools import partial
 from pathlib import Path
 
@@ -100,6 +101,17 @@ def test_bad_settings_name_themselves(build, setting):
     with pytest.raises(ConfigError, match=setting.replace("[", r"\[")) as err:
         build()
     assert "\n" not in str(err.value)
+
+
+def test_the_module_takes_at_most_eight_arguments():
+    # The step and its metrics; SAM, divergence, EMA, TTA, compile live around it (issue 22).
+    assert len(inspect.signature(Classifier.__init__).parameters) - 1 <= 8
+
+
+def test_sam_module_refuses_a_plain_optimizer():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 10))
+    with pytest.raises(ConfigError, match="^SAMClassifier needs optimizer=sam"):
+        SAMClassifier(net, optimizer=partial(torch.optim.SGD, lr=0.1))
 
 
 def test_old_scheduler_keys_name_the_new_ones(tmp_path):
