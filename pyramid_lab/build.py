@@ -8,6 +8,7 @@ changes of behaviour.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, get_args
 
@@ -188,7 +189,7 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
-def instantiate_group(group: DictConfig | None) -> list[Any]:
+def instantiate_group(group: Mapping[str, Any] | None) -> list[Any]:
     """Instantiate every entry of a dict-of-configs group (callbacks, loggers); None entries skip."""
     if not group:
         return []
