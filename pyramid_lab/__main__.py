@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from pyramid_lab import config_dir
 from pyramid_lab.errors import ConfigError, RunStopped, exit_with_error, is_ctrl_c, show_error
+from pyramid_lab.runs.moved_keys import moved_key
 
 # conf/ of the checkout or pyramid_lab/conf of a wheel, whichever this install has.
 CONFIG_DIR = config_dir()
@@ -113,6 +114,9 @@ def refuse_moved_keys(argv: list[str]) -> None:
     """Exit with one line for an override that uses a key that has moved, naming its new key."""
     for arg in argv:
         key = arg.lstrip("+~").split("=", 1)[0]
+        new_key = moved_key(key)  # the module's settings that became callbacks, loss, scheduler
+        if new_key is not None:
+            exit_with_error(f"{key} is now {new_key} (see README)")
         for old, new in _MOVED_KEYS.items():
             if key.startswith(old):
                 exit_with_error(
@@ -137,8 +141,7 @@ def refuse_renamed_options(argv: list[str]) -> None:
         names = {name.strip("'\" ") for name in re.split(r"[,\[\]()]", value)}
         for (group, old), new in _RENAMED_OPTIONS.items():
             if key == group and old in names:
-                print(f"error: {group}={old} is now {group}={new} (renamed; see README)", file=sys.stderr)
-                sys.exit(2)
+                exit_with_error(f"{group}={old} is now {group}={new} (renamed; see README)")
 
 
 def cli() -> None:

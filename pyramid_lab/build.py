@@ -8,13 +8,14 @@ changes of behaviour.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, get_args
 
 import pytorch_lightning as pl
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from torch import nn
 
@@ -22,8 +23,10 @@ from pyramid_lab.errors import ConfigError
 from pyramid_lab.models.budget import count_parameters as count_parameters  # train and evaluate use it
 from pyramid_lab.models.budget import over_budget
 from pyramid_lab.optim.settings import check_optimizer_numbers
-from pyramid_lab.training.module import check_sam_precision, is_sam
+from pyramid_lab.runs.moved_keys import upgrade_config
+from pyramid_lab.training.module import Classifier
 from pyramid_lab.training.precision import AUTO
+from pyramid_lab.training.sam import SAMClassifier, check_sam_precision, is_sam
 
 # Trainer settings that must be whole numbers (None allowed where Lightning allows it).
 _INTEGER_TRAINER_SETTINGS = (
@@ -37,6 +40,9 @@ _INTEGER_TRAINER_SETTINGS = (
     "check_val_every_n_epoch",
     "accumulate_grad_batches",
 )
+# The callbacks that shape what evaluation computes or how fast: built for mode=test and predict
+# too, where the config's other callbacks (checkpoints, curves, progress bars) are not.
+EVALUATION_CALLBACKS = ("tta", "compile", "channels_last")
 
 
 @dataclass
@@ -70,17 +76,30 @@ def build(
             (testing a checkpoint needs neither: no checkpoints, no curves).
         trainer_kwargs: override ``cfg.trainer`` entries (e.g. ``default_root_dir``).
     """
-    optimizer = instantiate(cfg.optimizer)
+    cfg = upgrade_config(cfg)  # a checkpoint's config saved with the module's old settings
+    optimizer = instantiate(cfg.optimizer)  # the factory (a partial): the module gets this one
     check_trainer_settings(cfg, optimizer)
     datamodule = instantiate(cfg.data)
     net = net if net is not None else instantiate(cfg.model)
-    module = instantiate(cfg.module, net=net)
+    module = instantiate(cfg.module, net=net, optimizer=optimizer, **_module_class(cfg, optimizer))
     built_loggers = instantiate_group(cfg.get("logger")) if loggers else []
-    all_callbacks = [*(instantiate_group(cfg.get("callbacks")) if callbacks else []), *extra_callbacks]
+    config_callbacks = cfg.get("callbacks") or {}
+    if not callbacks:
+        config_callbacks = {k: v for k, v in config_callbacks.items() if k in EVALUATION_CALLBACKS}
+    all_callbacks = [*instantiate_group(config_callbacks), *extra_callbacks]
     trainer = instantiate(
         cfg.trainer, callbacks=all_callbacks, logger=built_loggers or False, **trainer_kwargs
     )
     return Built(datamodule, net, module, trainer, built_loggers)
+
+
+def _module_class(cfg: DictConfig, optimizer: object) -> dict[str, str]:
+    """SAM trains through its own module (two passes per step): swapped in for the plain one."""
+    target = OmegaConf.select(cfg, "module._target_")
+    plain = (f"{Classifier.__module__}.{Classifier.__name__}", "pyramid_lab.training.Classifier")
+    if is_sam(optimizer) and target in plain:
+        return {"_target_": f"{SAMClassifier.__module__}.{SAMClassifier.__name__}"}
+    return {}
 
 
 def model_name(cfg: DictConfig) -> str:
@@ -144,7 +163,8 @@ def check_trainer_settings(cfg: DictConfig, optimizer: object) -> None:
             raise ConfigError(f"trainer.{key}={value!r} must be an integer")
     check_precision(trainer.get("precision"))
     # On a CPU Lightning silently swaps 16-mixed for bf16-mixed: check what was asked for.
-    check_sam_precision(is_sam(optimizer), trainer.get("precision"))
+    if is_sam(optimizer):
+        check_sam_precision(trainer.get("precision"))
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
@@ -165,7 +185,7 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
-def instantiate_group(group: DictConfig | None) -> list[Any]:
+def instantiate_group(group: Mapping[str, Any] | None) -> list[Any]:
     """Instantiate every entry of a dict-of-configs group (callbacks, loggers); None entries skip."""
     if not group:
         return []

@@ -156,9 +156,9 @@ def test_zero_warmup_is_the_scheduler_itself_and_bad_settings_are_named() -> Non
     optimizer = _optimizer()
     inner = SCHEDULERS["cosine"](optimizer)
     assert linear_warmup(optimizer, inner, warmup_epochs=0) is inner
-    with pytest.raises(ConfigError, match=r"module\.warmup_epochs=-1"):
+    with pytest.raises(ConfigError, match=r"module\.scheduler\.warmup_epochs=-1"):
         linear_warmup(optimizer, inner, warmup_epochs=-1)
-    with pytest.raises(ConfigError, match=r"module\.warmup_start_factor=0"):
+    with pytest.raises(ConfigError, match=r"module\.scheduler\.warmup_start_factor=0"):
         linear_warmup(optimizer, inner, warmup_epochs=2, start_factor=0)
 
 
@@ -197,10 +197,10 @@ def test_recipe_beyond_builds_the_final_recipe_plus_the_literatures_tricks(tmp_p
     beyond = compose_config(["recipe=beyond"], tmp_path)
     for key in ("model", "activation", "scheduler", "trainer", "budget"):
         assert beyond[key] == final[key], key
-    assert beyond.module.label_smoothing == final.module.label_smoothing == 0.1
+    assert beyond.module.loss.label_smoothing == final.module.loss.label_smoothing == 0.1
     assert beyond.data.merge_val and beyond.data.dataset == final.data.dataset
     data = instantiate(beyond.data)
     assert isinstance(data.policy, AutoAugment) and data.policy.policy == "cifar10"
     assert isinstance(data.cutout, Cutout) and data.cutout.size == 16
     assert (data.augment.crop_padding, data.augment.flip) == (4, True)
-    assert issubclass(instantiate(beyond.optimizer).func, SAM) and beyond.module.tta
+    assert issubclass(instantiate(beyond.optimizer).func, SAM) and "tta" in beyond.callbacks

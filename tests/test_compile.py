@@ -1,5 +1,6 @@
-"""module.compile=true compiles the training graph once and the evaluation graph once: not again per
-epoch, per stage (sanity check, validation, test) or for the last, smaller batch of a split."""
+"""callbacks.compile.enabled=true compiles the training graph once and the evaluation graph once:
+not again per epoch, per stage (sanity check, validation, test) or for the last, smaller batch of a
+split."""
 
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ def test_a_compiled_run_compiles_training_once_and_evaluation_once(tmp_path):
             "+trainer.limit_train_batches=3",
             "trainer.max_epochs=2",
             "trainer.num_sanity_val_steps=1",
-            "module.compile=true",
-            "module.compile_backend=count_graphs",
+            "callbacks.compile.enabled=true",
+            "callbacks.compile.backend=count_graphs",
         ],
         tmp_path,
     )
@@ -79,16 +80,16 @@ def test_compile_mode_reaches_torch_compile(monkeypatch):
     "overrides, message",
     [
         (
-            ["++module.compile_mode=fastest"],
-            "module.compile_mode='fastest' is not one of default, reduce-overhead",
+            ["callbacks.compile.mode=fastest"],
+            "callbacks.compile.mode='fastest' is not one of default, reduce-overhead",
         ),
         (
-            ["++module.compile_mode=max-autotune", "module.compile_backend=eager"],
-            "module.compile_mode=max-autotune needs module.compile_backend=inductor",
+            ["callbacks.compile.mode=max-autotune", "callbacks.compile.backend=eager"],
+            "callbacks.compile.mode=max-autotune needs callbacks.compile.backend=inductor",
         ),
     ],
 )
 def test_a_bad_compile_mode_is_one_line(tmp_path, overrides, message):
-    cfg = compose_config([*TINY, "module.compile=true", *overrides], tmp_path)
+    cfg = compose_config([*TINY, "callbacks.compile.enabled=true", *overrides], tmp_path)
     with pytest.raises(ConfigError, match=f"^{message}"):
         train(cfg)

@@ -1,4 +1,4 @@
-"""A loss that becomes NaN stops the run within module.divergence_check_every steps, naming the step
+"""A loss that becomes NaN stops the run within callbacks.divergence.check_every steps, naming the step
 it diverged at, although the training step never waits for the device to check it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 from pyramid_lab.errors import ConfigError, DivergedError
 from pyramid_lab.train import train
-from pyramid_lab.training.module import FirstNonFinite
+from pyramid_lab.training.divergence import FirstNonFinite
 from tests.helpers import TINY, compose_config
 
 
@@ -44,7 +44,7 @@ def test_a_nan_at_step_k_stops_the_run_by_step_k_plus_n(tmp_path, k, every, stop
             *overrides,
             "+trainer.limit_train_batches=10",
             "trainer.max_epochs=2",
-            f"module.divergence_check_every={every}",
+            f"callbacks.divergence.check_every={every}",
             f"+callbacks.poison._target_={__name__}.PoisonBatch",
             f"+callbacks.poison.step={k}",
         ],
@@ -72,6 +72,6 @@ def test_the_flag_keeps_the_first_bad_step_without_reading_the_device():
 
 
 def test_a_bad_check_interval_is_one_line(tmp_path):
-    cfg = compose_config([*TINY, "module.divergence_check_every=0"], tmp_path)
-    with pytest.raises(ConfigError, match=r"^module.divergence_check_every=0 must be an integer >= 1"):
+    cfg = compose_config([*TINY, "callbacks.divergence.check_every=0"], tmp_path)
+    with pytest.raises(ConfigError, match=r"^callbacks.divergence.check_every=0 must be an integer >= 1"):
         train(cfg)

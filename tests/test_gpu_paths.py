@@ -19,12 +19,19 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from pyramid_lab.bench.loops import DeviceBatches
 from pyramid_lab.models.pyramidnet import PyramidNet
 from pyramid_lab.optim import SAM
-from pyramid_lab.training.compile import CompileFallback
-from pyramid_lab.training.module import Classifier, FirstNonFinite
+from pyramid_lab.training.compile import ChannelsLast, Compile, CompileFallback
+from pyramid_lab.training.divergence import DivergenceWatch, FirstNonFinite
+from pyramid_lab.training.module import Classifier
+from pyramid_lab.training.sam import SAMClassifier
 
 SGD = partial(torch.optim.SGD, lr=0.05, momentum=0.9)
 OPTIMIZERS = {"sgd": SGD, "sam": partial(SAM, base_optimizer=torch.optim.SGD, rho=0.05, lr=0.05)}
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def classifier(optimizer: str) -> Classifier:
+    """The module as pyramid_lab.build picks it: SAM's for the SAM optimizer."""
+    return (SAMClassifier if optimizer == "sam" else Classifier)(tiny_net(), OPTIMIZERS[optimizer])
 
 
 def tiny_net() -> PyramidNet:
@@ -88,7 +95,7 @@ def fit(
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_bf16_mixed_training_step_is_finite(optimizer):
     recorder = LossRecorder()
-    module = Classifier(tiny_net(), OPTIMIZERS[optimizer])
+    module = classifier(optimizer)
     before = [p.detach().clone() for p in module.parameters()]
     trainer = fit(module, precision="bf16-mixed", callbacks=[recorder])
     assert trainer.global_step == 2
@@ -101,8 +108,8 @@ def test_bf16_mixed_training_step_is_finite(optimizer):
 
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_channels_last_weights_and_same_outputs(optimizer):
-    module = Classifier(tiny_net(), OPTIMIZERS[optimizer], channels_last=True)
-    fit(module)
+    module = classifier(optimizer)
+    fit(module, callbacks=[ChannelsLast()])
     convs = [m for m in module.net.modules() if isinstance(m, nn.Conv2d)]
     # Still NHWC after two optimizer steps (a 1x1 conv's weight is both layouts at once).
     assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
@@ -119,14 +126,13 @@ def test_channels_last_weights_and_same_outputs(optimizer):
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_compile_trains_and_keeps_checkpoint_keys(optimizer):
     # aot_eager traces forward and backward as inductor does, without its minute of C++ codegen.
-    module = Classifier(
-        tiny_net(), OPTIMIZERS[optimizer], channels_last=True, compile=True, compile_backend="aot_eager"
-    )
+    module = classifier(optimizer)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a fallback would fail the test
-        trainer = fit(module, precision="bf16-mixed")
+        speedups = [ChannelsLast(), Compile(backend="aot_eager")]
+        trainer = fit(module, precision="bf16-mixed", callbacks=speedups)
     assert trainer.global_step == 2
-    assert module._compiled is not None and module._compiled.compiled is not None
+    assert module.compiled is not None and module.compiled.compiled is not None
     assert module.state_dict().keys() == Classifier(tiny_net(), SGD).state_dict().keys()
     x = torch.randn(4, 3, 32, 32)
     module.eval()
@@ -143,11 +149,11 @@ def failing_backend(graph_module, example_inputs):
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_compile_failure_warns_once_and_trains_on_in_eager(optimizer):
     torch._dynamo.reset()
-    module = Classifier(tiny_net(), OPTIMIZERS[optimizer], compile=True, compile_backend=failing_backend)
+    module = classifier(optimizer)
     with pytest.warns(RuntimeWarning, match="fell back to eager mode") as caught:
-        trainer = fit(module, steps=3)
+        trainer = fit(module, steps=3, callbacks=[Compile(backend=failing_backend)])
     assert trainer.global_step == 3
-    assert module._compiled.compiled is None  # eager for good
+    assert module.compiled.compiled is None  # eager for good
     fallbacks = [w for w in caught if "fell back to eager" in str(w.message)]
     assert len(fallbacks) == 1 and "deliberate" in str(fallbacks[0].message)
 
@@ -210,13 +216,13 @@ class InsideSteps(pl.Callback):
 def test_training_step_syncs_only_for_the_divergence_check(optimizer, check_every, expected):
     # 4 steps; the finite-loss flag is read (one value) every check_every steps, never otherwise.
     probe = SyncOps()
-    module = Classifier(tiny_net(), OPTIMIZERS[optimizer], divergence_check_every=check_every)
-    with probe:
-        fit(module, steps=4, callbacks=[InsideSteps(probe)])
+    module = classifier(optimizer)
+    with probe:  # the watch before the probe: its end-of-step read is inside the step
+        fit(module, steps=4, callbacks=[DivergenceWatch(check_every), InsideSteps(probe)])
     lines, first = inspect.getsourcelines(FirstNonFinite.read)
     read_line = first + next(i for i, line in enumerate(lines) if "int(self._step)" in line)
     assert probe.counts == Counter(
-        {f"_local_scalar_dense at module.py:{read_line}": expected} if expected else {}
+        {f"_local_scalar_dense at divergence.py:{read_line}": expected} if expected else {}
     )
 
 
@@ -234,18 +240,20 @@ def test_cuda_bf16_channels_last_compiled_steps_make_no_host_sync(optimizer):
 
     torch._dynamo.reset()
     recorder = LossRecorder()
-    module = Classifier(
-        tiny_net(), OPTIMIZERS[optimizer], channels_last=True, compile=True, divergence_check_every=10**9
-    )
+    module = classifier(optimizer)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no fallback to eager on a GPU
         try:
             trainer = fit(
-                module, precision="bf16-mixed", steps=5, device="cuda", callbacks=[NoSync(), recorder]
+                module,
+                precision="bf16-mixed",
+                steps=5,
+                device="cuda",
+                callbacks=[ChannelsLast(), Compile(), NoSync(), recorder],
             )
         finally:
             torch.cuda.set_sync_debug_mode("default")
     assert trainer.global_step == 5
-    assert module._compiled.compiled is not None
+    assert module.compiled.compiled is not None
     assert all(torch.isfinite(torch.tensor(recorder.losses)))
     assert recorder.logit_dtypes == {torch.bfloat16}

@@ -391,7 +391,7 @@ def test_config_yaml_is_written_atomically(run_copy, monkeypatch):
         (["trainer.max_epochs=5", "scheduler=multistep"], ["scheduler"]),
         (["logger=tensorboard", "trainer.log_every_n_steps=1", "budget.max_params=10", "resume=false"], []),
         (["+trainer.enable_progress_bar=false", "task_name=renamed", "paths.data_dir=/elsewhere"], []),
-        (["data.batch_size=32", "module.label_smoothing=0.0", "activation=relu"], None),
+        (["data.batch_size=32", "module.loss.label_smoothing=0.0", "activation=relu"], None),
         (["+new_setting=1"], ["new_setting"]),  # not listed as safe: a change
     ],
     ids=["more_epochs", "fewer_epochs", "scheduler", "logging", "labels_paths", "data_module_act", "new_key"],
@@ -404,7 +404,7 @@ def test_which_settings_change_a_run(tmp_path, change, expected):
     saved = OmegaConf.to_container(compose_config(tiny(3), tmp_path), resolve=True)
     changes = config_changes(saved, compose_config([*tiny(3), *change], tmp_path))
     if expected is None:
-        expected = ["activation.name", "data.batch_size", "module.label_smoothing"]
+        expected = ["activation.name", "data.batch_size", "module.loss.label_smoothing"]
     assert changes == expected
 
 

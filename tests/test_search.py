@@ -55,7 +55,7 @@ def test_the_space_reads_hydra_optuna_syntax_and_sam_alone_gets_rho():
     assert d["model.depth"] == IntDistribution(20, 200, step=18)  # range(20, 201, 18): 201 excluded
     assert d["model.alpha"] == IntDistribution(8, 96, log=True)
     assert d["optimizer.lr"] == FloatDistribution(0.01, 0.5, log=True)
-    assert d["optimizer.weight_decay"].log and d["module.label_smoothing"] == FloatDistribution(0.0, 0.2)
+    assert d["optimizer.weight_decay"].log and d["module.loss.label_smoothing"] == FloatDistribution(0.0, 0.2)
     assert d["optimizer"] == CategoricalDistribution(["sgd", "sam"])
     assert d["model.bottleneck"] == CategoricalDistribution([True, False])
     assert "data.batch_size" not in d and space.fixed == ["scale=smoke", "data.batch_size=8"]
@@ -325,8 +325,8 @@ def test_log_tree_names_are_short_unique_file_names_for_any_overrides(tmp_path):
         [],
         ["optimizer=adam"],
         ["experiment=search_budget", "scale=smoke", *sampled, storage, "++search.trial=2"],
-        [*sampled, "module.label_smoothing=0.1"],  # the same prefix as the one before, then longer
-        [*sampled, "module.label_smoothing=0.2"],
+        [*sampled, "module.loss.label_smoothing=0.1"],  # the same prefix as the one before, then longer
+        [*sampled, "module.loss.label_smoothing=0.2"],
         ["data.root=/tmp/a/b", "data.root=-tmp-a-b"],
         ["data.root=/tmp/a/b"],
         ["data.root=-tmp-a-b"],

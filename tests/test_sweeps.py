@@ -65,7 +65,7 @@ def test_unknown_option_lists_the_valid_ones(group, tmp_path):
 
 def test_tricks_combine(tmp_path):
     cfg = compose_config(["tricks=[label_smoothing,shakedrop,merge_val,augment,gaussian_noise]"], tmp_path)
-    assert cfg.module.label_smoothing == 0.1
+    assert cfg.module.loss.label_smoothing == 0.1
     assert cfg.model.shakedrop == 0.5
     assert cfg.data.merge_val is True
     augment = cfg.data.augment
@@ -73,7 +73,7 @@ def test_tricks_combine(tmp_path):
     assert cfg.data.train_repeats == 2
     baseline = compose_config([], tmp_path)
     assert (baseline.data.augment.crop_padding, baseline.data.augment.flip) == (0, False)
-    assert baseline.module.label_smoothing == 0.0 and baseline.data.merge_val is False
+    assert baseline.module.loss.label_smoothing == 0.0 and baseline.data.merge_val is False
 
 
 def test_recipes_carry_the_study_numbers(tmp_path):
@@ -85,7 +85,7 @@ def test_recipes_carry_the_study_numbers(tmp_path):
     assert base.budget.max_params == 2_000_000 and base.data.merge_val is False
     final = compose_config(["experiment=paper_final"], tmp_path)
     assert final.model.shakedrop == 0.5 and final.activation.name == "leaky_relu"
-    assert final.module.label_smoothing == 0.1 and final.data.merge_val is True
+    assert final.module.loss.label_smoothing == 0.1 and final.data.merge_val is True
     assert final.scheduler._target_.endswith("CosineAnnealingWarmRestarts")
     assert final.trainer.max_epochs == 230 and final.optimizer._target_ == "torch.optim.SGD"
     sam = compose_config(["experiment=paper_final", "optimizer=sam"], tmp_path)
@@ -108,7 +108,7 @@ def test_every_model_option_builds_with_the_activation(option, activation, tmp_p
     [
         (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 must be > 0"),
         (["optimizer=sam", "optimizer.rho=0"], "optimizer.rho=0"),
-        (["module.label_smoothing=1.0"], "module.label_smoothing=1.0 must be in [0, 1)"),
+        (["module.loss.label_smoothing=1.0"], "module.loss.label_smoothing=1.0 must be in [0, 1)"),
         (["tricks=gaussian_noise", "data.augment.noise_std=-1"], "data.augment.noise_std=-1"),
         (["scheduler=multistep", "scheduler.milestones=[1,5]"], "scheduler.milestones"),
         (["budget.max_params=10000"], "over budget.max_params=10,000"),

@@ -119,13 +119,13 @@ OWNS: dict[str, tuple[str, ...]] = {
     "table3_schedulers": ("scheduler", "module.scheduler_interval"),
     "table4_optimizers": ("optimizer",),
     "table5_activations": ("activation", "model.act_layer"),
-    "table6_tricks": ("data.augment", "data.train_repeats", "module.label_smoothing", "model.shakedrop"),
+    "table6_tricks": ("data.augment", "data.train_repeats", "module.loss.label_smoothing", "model.shakedrop"),
     "table7_merge_val": ("data.merge_val",),
     "table8_final": (
         "model.shakedrop",
         "activation",
         "model.act_layer",
-        "module.label_smoothing",
+        "module.loss.label_smoothing",
         "scheduler",
         "data.merge_val",
         "trainer.max_epochs",
@@ -136,9 +136,9 @@ OWNS: dict[str, tuple[str, ...]] = {
         "data.policy",
         "data.cutout",
         "module.mixing",
-        "module.tta",
-        "module.warmup_epochs",
-        "module.warmup_start_factor",
+        "callbacks.tta",
+        "module.scheduler.warmup_epochs",
+        "module.scheduler.warmup_start_factor",
         "callbacks.ema",
         "optimizer",
     ),
@@ -228,10 +228,10 @@ def test_table6_each_trick_takes_effect_alone(tmp_path):
     rows = compose_rows("table6_tricks", tmp_path)
     base = rows["none"]
     assert base["data"]["augment"]["noise_std"] == 0 and base["data"]["train_repeats"] == 1
-    assert base["module"]["label_smoothing"] == 0 and base["model"]["shakedrop"] == 0
+    assert base["module"]["loss"]["label_smoothing"] == 0 and base["model"]["shakedrop"] == 0
     noise = rows["gaussian_noise"]["data"]["augment"]
     assert noise["noise_std"] == 0.5 and noise["noise_at_eval"] is False  # pixel units of [0, 1]
-    assert rows["label_smoothing"]["module"]["label_smoothing"] == 0.1
+    assert rows["label_smoothing"]["module"]["loss"]["label_smoothing"] == 0.1
     assert rows["shakedrop"]["model"]["shakedrop"] == 0.5
     augment = rows["augment"]
     # "Crop, Rotate" with a train set that grew, in the reading this row runs: each image twice per
@@ -251,7 +251,7 @@ def test_table7_merge_val_row_trains_on_train_and_validation(tmp_path):
 def test_table8_final_row_is_the_final_recipe(tmp_path):
     final = compose_rows("table8_final", tmp_path)["final"]
     assert final["data"]["merge_val"] is True and final["model"]["shakedrop"] == 0.5
-    assert final["activation"]["name"] == "leaky_relu" and final["module"]["label_smoothing"] == 0.1
+    assert final["activation"]["name"] == "leaky_relu" and final["module"]["loss"]["label_smoothing"] == 0.1
     assert final["scheduler"]["_target_"].endswith("CosineAnnealingWarmRestarts")
     assert final["trainer"]["max_epochs"] == 230
 

@@ -9,13 +9,13 @@ import re
 
 import pytest
 from omegaconf import OmegaConf
-from pyramid_lab.runs.record_file import read_record
 
 from pyramid_lab.report import build_tables
 from pyramid_lab.report.__main__ import main as report_main
 from pyramid_lab.report.collect import UNTABLED, Run
 from pyramid_lab.report.inputs import RecordError
 from pyramid_lab.report.render import readings_text
+from pyramid_lab.runs.record_file import read_record
 from tests.helpers import CONFIG_DIR, compose_config, run_app
 from tests.table_blocks import TABLES, sweep_rows, table_block
 

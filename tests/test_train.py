@@ -127,10 +127,10 @@ def test_gpu_path_settings_train_through_the_config_on_cpu(tmp_path, tiny_overri
     cfg = compose_config(
         [
             *tiny_overrides,
-            "module.channels_last=true",
+            "callbacks.channels_last.enabled=true",
             "trainer.precision=bf16-mixed",
-            "module.compile=true",
-            "module.compile_backend=aot_eager",
+            "callbacks.compile.enabled=true",
+            "callbacks.compile.backend=aot_eager",
             "optimizer=sam",
         ],
         tmp_path,

@@ -66,13 +66,13 @@ OPTIONS: list[tuple[str, dict[str, Any], str]] = [
     (
         "--compile-mode",
         {"default": "default"},
-        "torch.compile mode (module.compile_mode): default, reduce-overhead (CUDA graphs), max-autotune",
+        "torch.compile mode (callbacks.compile.mode): default, reduce-overhead (CUDA graphs), max-autotune",
     ),
     (
         "--divergence-check-every",
         {"type": int, "least": 1, "default": 100},
         "steps between reads of the module's finite-loss flag, each a host-device sync "
-        "(module.divergence_check_every)",
+        "(callbacks.divergence.check_every)",
     ),
 ]
 MINIMA = {flag: keywords["least"] for flag, keywords, _ in OPTIONS if "least" in keywords}

@@ -25,8 +25,10 @@ from pyramid_lab.bench.input_pipeline import synthetic_data
 from pyramid_lab.bench.interleave import Clock, Result, Windows, compare, interleave, to_record
 from pyramid_lab.bench.timing import Record
 from pyramid_lab.optim import SAM
-from pyramid_lab.training.compile import CompileFallback
+from pyramid_lab.training.compile import ChannelsLast, Compile, CompileFallback
+from pyramid_lab.training.divergence import DivergenceWatch
 from pyramid_lab.training.module import Classifier
+from pyramid_lab.training.sam import SAMClassifier
 
 # The study's SGD (conf/optimizer/sgd.yaml); SAM wraps the same settings with rho 0.05.
 SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}
@@ -189,15 +191,13 @@ def lightning_fit(
     """Our ``Classifier`` through ``Trainer.fit``: no logger, progress bar, checkpoint or
     validation. Fed ``work.batches``, or with ``contender.datamodule`` an ``ImageDataModule`` over
     synthetic uint8 images with the study's augmentation (crop, flip) on the device."""
-    module = Classifier(
-        work.net(),
-        work.optimizer(contender.sam),
-        channels_last=mode.channels_last,
-        compile=mode.compile,
-        compile_backend=work.compile_backend,
-        compile_mode=work.compile_mode,
-        divergence_check_every=divergence_check_every,
-    )
+    module = (SAMClassifier if contender.sam else Classifier)(work.net(), work.optimizer(contender.sam))
+    # As conf/callbacks/default.yaml builds them for a run.
+    speedups = [
+        DivergenceWatch(divergence_check_every),
+        Compile(mode.compile, work.compile_backend, work.compile_mode),
+        ChannelsLast(mode.channels_last),
+    ]
     trainer = pl.Trainer(
         accelerator="gpu" if work.device.type == "cuda" else "cpu",
         devices=1,
@@ -211,14 +211,14 @@ def lightning_fit(
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=False,
-        callbacks=[ClockCallback(clock)],
+        callbacks=[*speedups, ClockCallback(clock)],
     )
     if contender.datamodule:
         datamodule = synthetic_data(work.device, work.batch_size, work.batch_size * 64)
         trainer.fit(module, datamodule=datamodule)
     else:
         trainer.fit(module, train_dataloaders=DeviceBatches(work.batches, 2**62))
-    compiled = module._compiled
+    compiled = module.compiled
     return {"compile_fell_back": mode.compile and compiled is not None and compiled.compiled is None}
 
 

@@ -7,8 +7,9 @@ epoch, which only the trainer knows once the training data is loaded (so it is a
 then). Such a scheduler must be stepped every optimizer step (``module.scheduler_interval=step``;
 its config sets it).
 
-The warm-up (``pyramid_lab.optim.warmup``) is ``warmup_epochs`` epochs whatever the interval: a
-scheduler stepped every optimizer step warms up over ``warmup_epochs * steps_per_epoch`` steps.
+The warm-up (``pyramid_lab.optim.warmup``, ``module.scheduler.warmup_epochs``) is
+``warmup_epochs`` epochs whatever the interval: a scheduler stepped every optimizer step warms up
+over ``warmup_epochs * steps_per_epoch`` steps.
 Knows nothing of Lightning or Hydra.
 """
 
@@ -21,7 +22,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from pyramid_lab.errors import ConfigError
-from pyramid_lab.optim.warmup import linear_warmup
+from pyramid_lab.optim.warmup import WarmedUp, linear_warmup
 
 __all__ = ["build_schedule", "counts_steps"]
 
@@ -48,7 +49,8 @@ def build_schedule(
     """``factory(optimizer)`` (with ``steps_per_epoch`` if it takes it) behind a linear warm-up.
 
     Args:
-        factory: the ``scheduler`` group's partial.
+        factory: the ``scheduler`` group's partial, or the module's
+            :class:`~pyramid_lab.optim.warmup.WarmedUp` of it, whose warm-up then applies.
         optimizer: the optimizer (or SAM) to schedule.
         interval: ``"epoch"`` or ``"step"``: when the scheduler will be stepped
             (``module.scheduler_interval``).
@@ -60,6 +62,12 @@ def build_schedule(
     Raises:
         ConfigError: a step-counting scheduler with ``interval="epoch"``.
     """
+    if isinstance(factory, WarmedUp):
+        factory, warmup_epochs, warmup_start_factor = (
+            factory.scheduler,
+            factory.warmup_epochs,
+            factory.start_factor,
+        )
     if counts_steps(factory):
         if interval != "step":
             name = getattr(getattr(factory, "func", factory), "__name__", "the scheduler")

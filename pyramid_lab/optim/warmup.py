@@ -18,6 +18,8 @@ Lightning or Hydra.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, SupportsFloat
 
 from torch import Tensor
@@ -26,7 +28,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from pyramid_lab.errors import ConfigError
 
-__all__ = ["LinearWarmup", "LinearWarmupPlateau", "linear_warmup"]
+__all__ = ["LinearWarmup", "LinearWarmupPlateau", "WarmedUp", "linear_warmup", "with_warmup"]
 
 
 def _set_lrs(optimizer: Optimizer, lrs: list[float]) -> None:
@@ -40,12 +42,12 @@ def _set_lrs(optimizer: Optimizer, lrs: list[float]) -> None:
 def _check(warmup_epochs: int, start_factor: float) -> None:
     if isinstance(warmup_epochs, bool) or int(warmup_epochs) != warmup_epochs or warmup_epochs < 0:
         raise ConfigError(
-            f"module.warmup_epochs={warmup_epochs!r} must be an integer >= 0 "
+            f"module.scheduler.warmup_epochs={warmup_epochs!r} must be an integer >= 0 "
             "(scheduler steps: epochs; 0 = no warm-up)"
         )
     if not 0 < start_factor <= 1:
         raise ConfigError(
-            f"module.warmup_start_factor={start_factor!r} must be in (0, 1] "
+            f"module.scheduler.warmup_start_factor={start_factor!r} must be in (0, 1] "
             "(the first lr as a fraction of the scheduled lr)"
         )
 
@@ -168,3 +170,33 @@ def linear_warmup(
         return scheduler
     cls = LinearWarmupPlateau if isinstance(scheduler, ReduceLROnPlateau) else LinearWarmup
     return cls(optimizer, scheduler, warmup_epochs, start_factor)
+
+
+SchedulerFactory = Callable[[Optimizer], Any]
+
+
+@dataclass(frozen=True)
+class WarmedUp:
+    """A scheduler factory with a linear warm-up of ``warmup_epochs`` epochs in front
+    (:func:`with_warmup`). Called with the optimizer it counts the warm-up in the scheduler's own
+    steps; :func:`pyramid_lab.optim.schedule.build_schedule` reads the fields instead, to turn the
+    epochs into optimizer steps when the scheduler is stepped every optimizer step."""
+
+    scheduler: SchedulerFactory
+    warmup_epochs: int
+    start_factor: float
+
+    def __call__(self, optimizer: Optimizer) -> LinearWarmup | LinearWarmupPlateau | LRScheduler:
+        return linear_warmup(optimizer, self.scheduler(optimizer), self.warmup_epochs, self.start_factor)
+
+
+def with_warmup(
+    scheduler: SchedulerFactory | None, warmup_epochs: int = 0, warmup_start_factor: float = 0.1
+) -> SchedulerFactory | None:
+    """A scheduler factory (``optimizer -> scheduler``) with :func:`linear_warmup` in front: what
+    the LightningModule takes (conf/config.yaml's ``module.scheduler``). ``scheduler`` itself
+    when there is no warm-up or no scheduler (a constant lr has nothing to warm up)."""
+    _check(warmup_epochs, warmup_start_factor)
+    if scheduler is None or warmup_epochs == 0:
+        return scheduler
+    return WarmedUp(scheduler, warmup_epochs, warmup_start_factor)

@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.runs.atomic import atomic_write
+from pyramid_lab.runs.moved_keys import upgrade_saved_config
 
 CONFIG_NAME = "config.yaml"
 ATTEMPTS_DIR = "attempts"
@@ -54,7 +55,7 @@ SAFE_TO_CHANGE = {
     "trainer.log_every_n_steps": "how often curves are logged",
     "data.dataset.root": "where the data set is, not which (its classes and statistics are checked on load)",
     "data.dataset.download": "whether a missing data set is fetched",
-    "module.divergence_check_every": "how often a non-finite loss is looked for, not the training",
+    "callbacks.divergence": "how often a non-finite loss is looked for, not the training",
 }
 # trainer.max_epochs may grow (a longer run continues the folder's checkpoint): it is compared after
 # the rerun's value is set back to the saved one, so the settings derived from it (a cosine T_max,
@@ -86,7 +87,7 @@ def saved_config(run_dir: Path, force: bool = False) -> dict[str, Any] | None:
             f"{path} cannot be read ({reason}), so the run folder's config cannot be compared; "
             "use a new run folder, or resume=force to continue anyway"
         )
-    return config
+    return upgrade_saved_config(config)  # a folder written before the module's settings moved
 
 
 def config_changes(saved: dict[str, Any], cfg: DictConfig) -> list[str]:
