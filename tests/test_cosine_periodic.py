@@ -63,11 +63,11 @@ def test_every_step_trains_at_a_positive_lr_on_the_cosine(tmp_path, tiny_overrid
 
 
 def test_warm_up_counts_epochs_and_sam_steps_the_schedule(tmp_path, tiny_overrides, monkeypatch):
-    overrides = ["optimizer=sam", "tricks=warmup", "module.warmup_epochs=1", "trainer.max_epochs=2"]
+    overrides = ["optimizer=sam", "tricks=warmup", "module.scheduler.warmup_epochs=1", "trainer.max_epochs=2"]
     cfg = compose_config([*tiny_overrides, *PERIODIC, *overrides], tmp_path)
     record, lrs = train_recording(monkeypatch, cfg)
     assert record["status"] == "completed"
-    start, peak = cfg.module.warmup_start_factor, cfg.optimizer.lr
+    start, peak = cfg.module.scheduler.warmup_start_factor, cfg.optimizer.lr
     warm = [start + (1 - start) * k / STEPS_PER_EPOCH for k in range(STEPS_PER_EPOCH)] + [
         1.0
     ] * STEPS_PER_EPOCH
