@@ -12,6 +12,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -148,7 +149,19 @@ def cli() -> None:
     """The console command and ``python -m pyramid_lab``."""
     refuse_moved_keys(sys.argv[1:])
     refuse_renamed_options(sys.argv[1:])
-    main()
+    try:
+        main()
+    except CompactHydraException as error:
+        # Hydra prints a config error (an unknown option and the valid ones) as its message alone,
+        # unless it believes a debugger is attached: any trace function counts, coverage's too,
+        # and then it re-raises. Print it as Hydra does, unless the user asked for the traceback.
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(
+            f"{error}\nSet the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":
