@@ -5,8 +5,6 @@ answers are known, then through train(cfg) as the command line runs it."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,7 @@ from pyramid_lab.runs.record import read_record
 from pyramid_lab.train import train
 from pyramid_lab.training.image_logging import ImageLogger
 from pyramid_lab.training.predictions import TestPredictions
-from tests.helpers import TINY, compose_config
+from tests.helpers import TINY, compose_config, run_app
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -259,21 +257,7 @@ def test_mode_test_keeps_predictions_too(tmp_path):
     overrides = [o for o in TINY if not o.startswith(KEEP_OURS)] + ["logger=none"]
     train(compose_config(overrides, tmp_path / "run"))
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pyramid_lab",
-            "mode=test",
-            f"ckpt_path={checkpoint}",
-            f"hydra.run.dir={tmp_path / 'test'}",
-        ],
-        check=False,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_app(["mode=test", f"ckpt_path={checkpoint}", f"hydra.run.dir={tmp_path / 'test'}"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     again = load_predictions(tmp_path / "test" / "test_predictions.npz")
     first = load_predictions(tmp_path / "run" / "test_predictions.npz")
