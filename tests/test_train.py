@@ -101,6 +101,7 @@ def test_quickstart_reaches_95_percent(tmp_path):
     assert str(tmp_path) in result.stdout
 
 
+@pytest.mark.slow  # torch.compile's tracing: several seconds
 def test_gpu_path_settings_train_through_the_config_on_cpu(tmp_path, tiny_overrides):
     """channels_last, bf16 autocast and torch.compile (no code generation) from the command line."""
     cfg = compose_config(
