@@ -23,7 +23,7 @@ from pyramid_lab.runs.record import read_record
 from pyramid_lab.train import train
 from pyramid_lab.training.image_logging import ImageLogger
 from pyramid_lab.training.predictions import TestPredictions
-from tests.helpers import TINY, compose_config, run_app
+from tests.helpers import TINY, compose_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -257,8 +257,11 @@ def test_mode_test_keeps_predictions_too(tmp_path):
     overrides = [o for o in TINY if not o.startswith(KEEP_OURS)] + ["logger=none"]
     train(compose_config(overrides, tmp_path / "run"))
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    result = run_app(["mode=test", f"ckpt_path={checkpoint}", f"hydra.run.dir={tmp_path / 'test'}"], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # The command line's dispatch, in-process (the CLI's mode=test: tests/test_trust.py).
+    from pyramid_lab.__main__ import run
+
+    args = ["mode=test", f"ckpt_path={checkpoint}"]
+    run(compose_config(args, tmp_path / "test"), args)
     again = load_predictions(tmp_path / "test" / "test_predictions.npz")
     first = load_predictions(tmp_path / "run" / "test_predictions.npz")
     np.testing.assert_array_equal(again.pred, first.pred)  # the same model on the same images
