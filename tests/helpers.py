@@ -55,16 +55,49 @@ TINY = [
 ]
 
 
+# The smallest model that trains every path a table row or a report exercises (a 3-unit
+# PyramidNet): for tests whose rows are not about the model itself, where the study's 2M-parameter
+# models only add seconds per row.
+SMALL_MODEL = ["model=pyramidnet", "model.depth=8", "model.alpha=4"]
+
+
+def app_env(env: dict[str, str | None] | None = None) -> dict[str, str]:
+    """This process's environment for a command, one thread each; a None value removes a variable."""
+    environ = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return {key: value for key, value in environ.items() if value is not None}
+
+
+def app_command(args: list[str], module: str = "pyramid_lab") -> list[str]:
+    """``python -m MODULE ARGS`` with this interpreter: the CLI (or ``pyramid_lab.report``)."""
+    return [sys.executable, "-m", module, *args]
+
+
 def run_app(
-    args: list[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+    args: list[str],
+    cwd: Path,
+    timeout: float = 300,
+    env: dict[str, str | None] | None = None,
+    module: str = "pyramid_lab",
 ) -> subprocess.CompletedProcess:
     """``python -m pyramid_lab ARGS`` as a user runs it, in ``cwd``; output captured as text."""
-    environ = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "pyramid_lab", *args],
+        app_command(args, module),
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=environ,
+        env=app_env(env),
     )
+
+
+def start_app(
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str | None] | None = None,
+    module: str = "pyramid_lab",
+    **popen,
+) -> subprocess.Popen:
+    """``python -m pyramid_lab ARGS`` started in the background (to signal or kill it); output
+    piped as text unless ``popen`` says otherwise."""
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
+    return subprocess.Popen(app_command(args, module), cwd=cwd, env=app_env(env), **options)

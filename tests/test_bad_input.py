@@ -7,17 +7,18 @@ HYDRA_FULL_ERROR=1; and no metrics.json that says completed.
 
 Everything runs at ``scale=smoke`` (digits, two training steps), so a case whose check is missing
 finishes its "training" in seconds and fails the test instead of hanging it. Every subprocess
-imports torch and Lightning (about 5 s here), hence the ``slow`` marks.
+imports torch and Lightning (about 5 s here), hence the ``slow`` marks. The CLI prints any
+ConfigError as its one ``error:`` line and exits 2 (the command-line cases below check that path);
+the other cases call ``train`` on the config the command line composes (``refused``), which proves
+the same: a one-line ConfigError, and a record that does not say completed.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import pytest
 
 from pyramid_lab.build import check_run_settings, instantiate
 from pyramid_lab.errors import ConfigError
-from tests.helpers import CONFIG_DIR, TINY, compose_config
+from tests.helpers import CONFIG_DIR, TINY, compose_config, run_app, start_app
 from tests.test_data_cinic10 import make_cinic, write_png
 
 BASE = ["experiment=quickstart", "scale=smoke", "logger=none"]
@@ -37,16 +38,8 @@ def run_cli(
     tmp_path: Path, *overrides: str, run_dir: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     run_dir = run_dir or tmp_path / "run"
-    environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    environ.update({"OMP_NUM_THREADS": "1", **(env or {})})
-    return subprocess.run(
-        [sys.executable, "-m", "pyramid_lab", *BASE, f"hydra.run.dir={run_dir}", *overrides],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environ,
-    )
+    args = [*BASE, f"hydra.run.dir={run_dir}", *overrides]
+    return run_app(args, tmp_path, timeout=120, env={"HYDRA_FULL_ERROR": None, **(env or {})})
 
 
 def error_line(result: subprocess.CompletedProcess, run_dir: Path) -> str:
@@ -58,6 +51,23 @@ def error_line(result: subprocess.CompletedProcess, run_dir: Path) -> str:
     assert len(lines) == 1, context
     assert not_completed(run_dir)
     return lines[0]
+
+
+def refused(tmp_path: Path, *overrides: str, recorded: bool = True) -> str:
+    """``error: MESSAGE``, as the CLI would print it, for the ConfigError that ``train`` raises
+    on BASE + overrides; the run's record says failed (``recorded=False``: a refusal before the
+    record is written, where none may exist)."""
+    from pyramid_lab.train import train
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError) as info:
+        train(compose_config([*BASE, *overrides], run_dir))
+    message = str(info.value)
+    assert "\n" not in message, message
+    record = run_dir / "metrics.json"
+    if recorded or record.exists():
+        assert json.loads(record.read_text())["status"] == "failed"
+    return f"error: {message}"
 
 
 def not_completed(run_dir: Path) -> bool:
@@ -103,8 +113,9 @@ def test_wrong_type(tmp_path):
     ids=["batch_size", "lr", "depth_basic", "depth_bottleneck", "alpha", "activation", "budget", "ckpt_path"],
 )
 def test_bad_setting(tmp_path, overrides, expected):
-    line = error_line(run_cli(tmp_path, *overrides), tmp_path / "run")
-    assert expected in line
+    # A missing ckpt_path is refused before the run folder gets a record.
+    recorded = not overrides[0].startswith("ckpt_path=")
+    assert expected in refused(tmp_path, *overrides, recorded=recorded)
 
 
 # Values no run can use, refused before anything is written (pyramid_lab.build.check_run_settings,
@@ -183,16 +194,8 @@ def test_refused_values_through_the_command_line(tmp_path, override, expected):
 @pytest.mark.slow
 def test_ctrl_c_names_the_run_folder_and_the_command_that_resumes_it(tmp_path):
     run_dir = tmp_path / "run"
-    environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     args = [*BASE, "trainer.max_epochs=1000", f"hydra.run.dir={run_dir}"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pyramid_lab", *args],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**environ, "OMP_NUM_THREADS": "1"},
-    )
+    process = start_app(args, tmp_path, env={"HYDRA_FULL_ERROR": None})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (run_dir / "checkpoints" / "last.ckpt").exists():
         time.sleep(0.2)  # training: an epoch done
@@ -233,8 +236,15 @@ def test_full_traceback_on_request(tmp_path):
 # --- CINIC-10 folders ----------------------------------------------------------------------------
 
 
+CINIC = ("data=cinic10", "data.dataset.allow_subset=true")
+
+
 def cinic_run(tmp_path: Path, root: Path) -> subprocess.CompletedProcess:
-    return run_cli(tmp_path, "data=cinic10", f"data.dataset.root={root}", "data.dataset.allow_subset=true")
+    return run_cli(tmp_path, *CINIC, f"data.dataset.root={root}")
+
+
+def cinic_refused(tmp_path: Path, root: Path) -> str:
+    return refused(tmp_path, *CINIC, f"data.dataset.root={root}")
 
 
 @pytest.fixture
@@ -248,6 +258,7 @@ def cinic_root(tmp_path) -> Path:
 @pytest.mark.slow
 def test_cinic10_root_that_does_not_exist_says_how_to_get_it(tmp_path):
     line = error_line(cinic_run(tmp_path, Path("/nonexistent")), tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
     assert "data.dataset.root=/nonexistent does not exist" in line
     assert "data.dataset.download=true" in line and CINIC10_URL in line
     assert "train/, valid/, test/" in line
@@ -256,7 +267,7 @@ def test_cinic10_root_that_does_not_exist_says_how_to_get_it(tmp_path):
 @pytest.mark.slow
 def test_cinic10_missing_split(tmp_path, cinic_root):
     shutil.rmtree(cinic_root / "valid")
-    line = error_line(cinic_run(tmp_path, cinic_root), tmp_path / "run")
+    line = cinic_refused(tmp_path, cinic_root)
     assert f"data.dataset.root={cinic_root} has no valid/ split folder" in line
     assert "train/, valid/, test/" in line
 
@@ -264,7 +275,7 @@ def test_cinic10_missing_split(tmp_path, cinic_root):
 @pytest.mark.slow
 def test_cinic10_missing_class(tmp_path, cinic_root):
     shutil.rmtree(cinic_root / "train" / "cat")
-    line = error_line(cinic_run(tmp_path, cinic_root), tmp_path / "run")
+    line = cinic_refused(tmp_path, cinic_root)
     assert f"{cinic_root / 'train'} has the wrong class folders (missing cat)" in line
     assert "airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck" in line
 
@@ -272,7 +283,7 @@ def test_cinic10_missing_class(tmp_path, cinic_root):
 @pytest.mark.slow
 def test_cinic10_class_folders_differ_between_splits(tmp_path, cinic_root):
     (cinic_root / "test" / "cat").rename(cinic_root / "test" / "kitten")
-    line = error_line(cinic_run(tmp_path, cinic_root), tmp_path / "run")
+    line = cinic_refused(tmp_path, cinic_root)
     expected = f"{cinic_root / 'test'} has the wrong class folders (missing cat; unexpected kitten)"
     assert expected in line
     # Found before any split is decoded (CINIC-10's train and valid are minutes of decoding).
@@ -285,7 +296,7 @@ def test_cinic10_corrupt_png_is_named(tmp_path, cinic_root, damage):
     bad = cinic_root / "valid" / "horse" / "img_000.png"
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a png" * 20)
-    line = error_line(cinic_run(tmp_path, cinic_root), tmp_path / "run")
+    line = cinic_refused(tmp_path, cinic_root)
     assert f"{bad} is not a readable PNG" in line and "replace or delete it" in line
 
 
@@ -302,7 +313,7 @@ def test_cinic10_corrupt_png_is_named(tmp_path, cinic_root, damage):
 def test_cinic10_image_not_32x32_rgb_is_named(tmp_path, cinic_root, shape, mode, described):
     bad = cinic_root / "train" / "deer" / "img_000.png"
     write_png(bad, np.zeros(shape, np.uint8), mode=mode)
-    line = error_line(cinic_run(tmp_path, cinic_root), tmp_path / "run")
+    line = cinic_refused(tmp_path, cinic_root)
     assert f"{bad} is a {described} image; expected 32x32 RGB" in line
 
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from pyramid_lab.runs.record_file import read_record
-from tests.helpers import compose_config
+from tests.helpers import compose_config, run_app
 
 RUN = [
     "experiment=quickstart",
@@ -27,13 +24,7 @@ RUN = [
 def test_two_process_ddp_run_completes_with_each_sample_once(tmp_path):
     run_dir = tmp_path / "run"
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
-    result = subprocess.run(
-        [sys.executable, "-m", "pyramid_lab", *RUN, *ddp, f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_app([*RUN, *ddp, f"hydra.run.dir={run_dir}"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("run folder:") == 1  # rank 0 reports, rank 1 does not
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "run"]  # no stray Hydra folder
@@ -66,23 +57,15 @@ def test_a_sweep_of_ddp_jobs_keeps_each_rank_in_its_job(tmp_path):
     run folder of their own, and the second job must not find the first one's process group."""
     sweep_dir = tmp_path / "sweep"
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pyramid_lab",
-            "-m",
-            *RUN,
-            *ddp,
-            "trainer.max_epochs=1",
-            "optimizer.lr=0.05,0.1",
-            f"hydra.sweep.dir={sweep_dir}",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    # Two steps, one validation and one test batch per job: the traps are in starting the ranks.
+    short = [
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "+trainer.limit_test_batches=1",
+        "trainer.max_epochs=1",
+    ]
+    sweep = ["optimizer.lr=0.05,0.1", f"hydra.sweep.dir={sweep_dir}"]
+    result = run_app(["-m", *RUN, *ddp, *short, *sweep], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 of 2 jobs completed" in result.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "sweep"]

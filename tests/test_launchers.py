@@ -6,9 +6,6 @@ submitit would submit, without submitting it.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from pyramid_lab.runs.record_file import read_record
-from tests.helpers import CONFIG_DIR
+from tests.helpers import CONFIG_DIR, run_app
 
 submitit = pytest.importorskip("submitit", reason="needs pip install -e '.[slurm]'")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
@@ -26,26 +23,17 @@ pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 @pytest.mark.slow
 def test_two_job_sweep_through_the_submitit_local_launcher(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pyramid_lab",
-            "-m",
-            "experiment=quickstart",
-            "scale=smoke",
-            "logger=none",
-            "optimizer.lr=0.05,0.1",
-            "hydra/launcher=submitit_local",
-            "hydra.launcher.timeout_min=5",
-            f"hydra.sweep.dir={sweep_dir}",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    args = [
+        "-m",
+        "experiment=quickstart",
+        "scale=smoke",
+        "logger=none",
+        "optimizer.lr=0.05,0.1",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=5",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    result = run_app(args, tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "2 of 2 jobs completed" in result.stdout
     records = [read_record(sweep_dir / str(job)) for job in range(2)]
@@ -138,13 +126,7 @@ def test_slurm_gpu_preset_asks_for_one_task_per_gpu_on_every_node(tmp_path, monk
 
 
 def test_slurm_gpu_composes_from_the_command_line(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "pyramid_lab", "hydra/launcher=slurm_gpu", "--cfg", "hydra"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_app(["hydra/launcher=slurm_gpu", "--cfg", "hydra"], tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "SlurmLauncher" in result.stdout
     assert "tasks_per_node: ${trainer.devices}" in result.stdout

@@ -5,8 +5,6 @@ answers are known, then through train(cfg) as the command line runs it."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -259,22 +257,11 @@ def test_mode_test_keeps_predictions_too(tmp_path):
     overrides = [o for o in TINY if not o.startswith(KEEP_OURS)] + ["logger=none"]
     train(compose_config(overrides, tmp_path / "run"))
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pyramid_lab",
-            "mode=test",
-            f"ckpt_path={checkpoint}",
-            f"hydra.run.dir={tmp_path / 'test'}",
-        ],
-        check=False,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    # The command line's dispatch, in-process (the CLI's mode=test: tests/test_trust.py).
+    from pyramid_lab.__main__ import run
+
+    args = ["mode=test", f"ckpt_path={checkpoint}"]
+    run(compose_config(args, tmp_path / "test"), args)
     again = load_predictions(tmp_path / "test" / "test_predictions.npz")
     first = load_predictions(tmp_path / "run" / "test_predictions.npz")
     np.testing.assert_array_equal(again.pred, first.pred)  # the same model on the same images

@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -23,28 +22,26 @@ from pyramid_lab.errors import ConfigError
 from pyramid_lab.runs.checkpoint import AtomicCheckpointIO
 from pyramid_lab.runs.record_file import read_record
 from pyramid_lab.train import train
-from tests.helpers import TINY, compose_config
+from tests.helpers import TINY, compose_config, run_app, start_app
 
-# A run of about a second per epoch on the digits: long enough to be killed mid-way.
+# A run of about a second per epoch on the digits: long enough to be killed mid-way. No pictures
+# (predictions, confusion matrix, augmented images: tests/test_predictions.py), seconds per
+# process that resuming does not touch; the default logger stays, its curves continue.
 RUN = [
     "experiment=quickstart",
     "model.depth=8",
     "model.alpha=8",
-    "trainer.max_epochs=6",
+    "trainer.max_epochs=4",
     "~callbacks.progress_bar",
+    "~callbacks.predictions",
+    "~callbacks.images",
     "+trainer.enable_progress_bar=false",
     "scheduler=exp",
 ]
 
 
 def start(run_dir: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pyramid_lab", *RUN, f"hydra.run.dir={run_dir}", *extra],
-        cwd=run_dir.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_app([*RUN, f"hydra.run.dir={run_dir}", *extra], cwd=run_dir.parent)
 
 
 def wait_for_epochs(run_dir: Path, epochs: int, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -126,12 +123,12 @@ def test_sigkill_mid_run_then_rerun_resumes_without_training_an_epoch_twice(tmp_
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err[-2000:]
     record = read_record(run_dir)
-    assert record["status"] == "completed" and record["epochs"] == 6
-    assert [entry["epoch"] for entry in record["history"]] == [1, 2, 3, 4, 5, 6]
+    assert record["status"] == "completed" and record["epochs"] == 4
+    assert [entry["epoch"] for entry in record["history"]] == [1, 2, 3, 4]
     assert record["resumed_from"].endswith("last.ckpt")
     # The learning rate continues its schedule (ExponentialLR, gamma 0.95) across the resume.
     lrs = [entry["train/lr"] for entry in record["history"]]
-    assert lrs == pytest.approx([0.1 * 0.95**i for i in range(6)])
+    assert lrs == pytest.approx([0.1 * 0.95**i for i in range(4)])
     # TensorBoard gets a second event file in the same folder: the curves continue.
     assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) >= 2
 
@@ -153,8 +150,8 @@ def test_a_signal_saves_a_checkpoint_marks_interrupted_and_exits(tmp_path, signu
     _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err[-2000:]
     record = read_record(run_dir)
-    assert record["status"] == "completed" and record["epochs"] == 6
-    assert [entry["epoch"] for entry in record["history"]] == [1, 2, 3, 4, 5, 6]
+    assert record["status"] == "completed" and record["epochs"] == 4
+    assert [entry["epoch"] for entry in record["history"]] == [1, 2, 3, 4]
 
 
 # Four epochs of five steps, with everything that draws random numbers or keeps state across
@@ -327,9 +324,6 @@ def test_missing_ckpt_path(tmp_path, tiny_overrides):
 def test_a_resumed_sweep_skips_completed_jobs(tmp_path):
     sweep_dir = tmp_path / "sweep"
     command = [
-        sys.executable,
-        "-m",
-        "pyramid_lab",
         "-m",
         "experiment=quickstart",
         "scale=smoke",
@@ -338,13 +332,14 @@ def test_a_resumed_sweep_skips_completed_jobs(tmp_path):
         "optimizer.lr=0.1,0.05",
         f"hydra.sweep.dir={sweep_dir}",
     ]
-    assert subprocess.run(command, cwd=tmp_path, capture_output=True).returncode == 0
+    first = run_app(command, tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
     done = (sweep_dir / "0" / "metrics.json").read_text()
     # Job 1 "crashed": its record says running, as a killed job's does.
     record = json.loads((sweep_dir / "1" / "metrics.json").read_text())
     record["status"] = "running"
     (sweep_dir / "1" / "metrics.json").write_text(json.dumps(record))
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    result = run_app(command, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (sweep_dir / "0" / "metrics.json").read_text() == done  # skipped, untouched
     assert read_record(sweep_dir / "1")["status"] == "completed"

@@ -33,7 +33,7 @@ from pyramid_lab.search.pruning import PRUNER_ATTR, TrialPruned
 from pyramid_lab.search.results import RESULTS_NAME, WINNER_NAME
 from pyramid_lab.search.space import parse_space
 from pyramid_lab.search.sweep import Search, SearchSettings
-from tests.helpers import CONFIG_DIR, compose_config, run_app
+from tests.helpers import CONFIG_DIR, compose_config, run_app, start_app
 
 REPO = CONFIG_DIR.parent
 # A search a 2-core CPU runs in seconds per trial: the searched PyramidNet is fixed to depth 20 (its
@@ -134,32 +134,12 @@ def test_the_pruning_callback_stops_a_hopeless_run_after_its_epoch(tmp_path):
 def run_search(
     sweep_dir: Path, *overrides: str, wait: bool = True
 ) -> subprocess.CompletedProcess | subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "pyramid_lab",
-        "experiment=search_budget",
-        *TINY_SEARCH,
-        f"hydra.sweep.dir={sweep_dir}",
-        *overrides,
-    ]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
+    args = ["experiment=search_budget", *TINY_SEARCH, f"hydra.sweep.dir={sweep_dir}", *overrides]
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     if not wait:
-        return subprocess.Popen(
-            command,
-            cwd=sweep_dir.parent,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    return subprocess.run(
-        command, check=False, cwd=sweep_dir.parent, env=env, capture_output=True, text=True, timeout=600
-    )
+        output = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        return start_app(args, sweep_dir.parent, env=env, start_new_session=True, **output)
+    return run_app(args, sweep_dir.parent, timeout=600, env=env)
 
 
 def load_study(sweep_dir: Path) -> optuna.Study:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -502,35 +500,13 @@ def test_the_accuracy_panel_shows_every_run_and_never_cuts_an_interval(tmp_path,
 
 
 @pytest.mark.slow
-def test_the_report_on_a_real_table5_sweep_with_two_seeds(tmp_path):
-    sweep = tmp_path / "sweep"
-    made = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pyramid_lab",
-            "experiment=table5_activations",
-            "scale=smoke",
-            "seed=1,2",
-            "~callbacks.progress_bar",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        check=False,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+def test_the_report_on_a_real_table5_sweep_with_two_seeds(table5_sweep, capsys):
+    # The sweep is the session's (tests/conftest.py): the CLI, scale=smoke, seeds 1 and 2. The
+    # report's own CLI is tested in tests/test_report.py; here its main reads the real sweep.
+    sweep, made = table5_sweep
     assert made.returncode == 0, made.stderr[-3000:]
-    result = subprocess.run(
-        [sys.executable, "-m", "pyramid_lab.report", str(sweep)],
-        check=False,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert main([str(sweep)]) == 0
+    stdout = capsys.readouterr().out
     rows = read_csv(sweep / "results.csv")
     assert set(rows) == {"relu", "selu", "hardswish", "leaky_relu"}
     assert rows["relu"]["verdict"] == "baseline" and rows["relu"]["n_completed"] == "2"
@@ -543,4 +519,4 @@ def test_the_report_on_a_real_table5_sweep_with_two_seeds(tmp_path):
         assert (row["verdict"] != "no detectable difference") == (float(row["p_value"]) < 0.05)
         assert row["baseline"] == "relu" and row["n_pairs"] == "2"  # seed 1 with 1, 2 with 2
     assert (sweep / "table5_activations_effects.png").read_bytes()[:8] == PNG_MAGIC
-    assert "against relu:" in result.stdout
+    assert "against relu:" in stdout

@@ -10,15 +10,14 @@ as a user types it, on a tiny PyramidNet (depth 8, alpha 4) over the digits data
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.slurm_cluster import SlurmCluster, unavailable_reason
+from tests.helpers import start_app
+from tests.slurm_cluster import SlurmCluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -48,26 +47,7 @@ LAUNCHER = [
 SWEEP_TIMEOUT_S = 600  # a loaded 2-core machine takes ~40 s just to import torch in two jobs at once
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    reason = unavailable_reason()
-    if reason is None:
-        try:
-            import hydra_plugins.hydra_submitit_launcher  # noqa: F401
-        except ImportError:
-            reason = "hydra-submitit-launcher is not installed: pip install -e '.[slurm]'"
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
-    if reason is None:
-        try:
-            cluster.start()
-        except (RuntimeError, OSError, subprocess.SubprocessError) as error:
-            reason = f"the local SLURM cluster did not start: {error}"
-    if reason is not None:
-        if os.environ.get("PYRAMID_LAB_REQUIRE_SLURM") == "1":
-            pytest.fail(f"PYRAMID_LAB_REQUIRE_SLURM=1 but {reason}")
-        pytest.skip(reason)
-    yield cluster
-    cluster.stop()
+# The cluster itself is a session fixture (tests/conftest.py, ``cluster``): started once.
 
 
 @pytest.fixture
@@ -92,23 +72,12 @@ class Sweep:
     def __init__(self, cluster: SlurmCluster, folder: Path, overrides: list[str]) -> None:
         self.cluster, self.dir = cluster, folder / "sweep"
         self.cwd = folder
-        self.command = [
-            sys.executable,
-            "-m",
-            "pyramid_lab",
-            "-m",
-            *TRAIN,
-            *overrides,
-            *LAUNCHER,
-            f"hydra.sweep.dir={self.dir}",
-        ]
+        self.args = ["-m", *TRAIN, *overrides, *LAUNCHER, f"hydra.sweep.dir={self.dir}"]
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Sweep:
-        env = {**self.cluster.env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
-            self.command, cwd=self.cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+        env = {**self.cluster.env, "PYTHONUNBUFFERED": "1"}
+        self.process = start_app(self.args, self.cwd, env=env, stderr=subprocess.STDOUT)
         return self
 
     def wait(self, timeout_s: float = SWEEP_TIMEOUT_S, *release: str) -> tuple[int, str]:

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,7 @@ import yaml
 from pyramid_lab.runs.record_file import read_record
 from pyramid_lab.train import train
 from pyramid_lab.training.precision import cpu_bf16_flags
-from tests.helpers import TINY, compose_config
+from tests.helpers import TINY, compose_config, run_app
 
 # The tiny run of conftest with its logger chosen by each test.
 RUN = [o for o in TINY if not o.startswith("logger=")]
@@ -83,24 +80,15 @@ def tracked(tmp_path_factory) -> Path:
     pytest.importorskip("wandb", reason="W&B is an optional extra: pip install -e '.[trackers]'")
     root = tmp_path_factory.mktemp("tracked")
     env = {
-        **os.environ,
         "WANDB_SILENT": "true",
         "WANDB_CONFIG_DIR": str(root / "wandb-config"),
         "WANDB_CACHE_DIR": str(root / "wandb-cache"),
+        "MLFLOW_TRACKING_URI": None,  # the run's own mlruns/, not a server of the caller's
     }
-    env.pop("MLFLOW_TRACKING_URI", None)
     with_pictures = [o for o in RUN if o != "~callbacks.predictions"]
     loggers = "logger=[tensorboard,csv,mlflow,wandb]"
     args = [*with_pictures, loggers, f"hydra.run.dir={root / 'run'}", f"paths.log_dir={root / 'logs'}"]
-    result = subprocess.run(
-        [sys.executable, "-m", "pyramid_lab", *args],
-        check=False,
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_app(args, root, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return root
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -67,6 +66,17 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
+def refused(args: list[str], run_dir: Path) -> str:
+    """``error: MESSAGE`` for the ConfigError that the CLI's run (pyramid_lab.__main__.run) raises
+    on ``args``, in-process: the CLI prints it as its one line (the mode=test case checks that)."""
+    from pyramid_lab.__main__ import run
+
+    with pytest.raises(ConfigError) as info:
+        run(compose_config(args, run_dir), args)
+    assert "\n" not in str(info.value), info.value
+    return f"error: {info.value}"
+
+
 def assert_names_the_plant(line: str) -> None:
     assert "optimizer._target_='builtins.open'" in line and "trust_checkpoint=true" in line, line
 
@@ -77,7 +87,10 @@ def test_test_and_predict_refuse_a_planted_target_in_the_checkpoints_config(trai
     pwned = tmp_path / "pwned"
     ckpt = planted_checkpoint(trained, tmp_path / "planted.ckpt", pwned)
     args = [f"mode={mode}", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'out'}"]
-    line = one_error_line(run_app(args, cwd=tmp_path))
+    if mode == "test":  # the command line, as a user meets it
+        line = one_error_line(run_app(args, cwd=tmp_path))
+    else:  # the same entry point in-process: the CLI's error path is the same
+        line = refused(args[:-1], tmp_path / "out")
     assert_names_the_plant(line)
     assert str(ckpt) in line and not pwned.exists()
     if mode == "test":
@@ -92,14 +105,14 @@ def test_test_and_predict_refuse_a_planted_target_in_the_checkpoints_config(trai
 def test_a_resume_refuses_a_planted_checkpoint_and_trusted_never_instantiates_it(trained, tmp_path):
     pwned = tmp_path / "pwned"
     ckpt = planted_checkpoint(trained, tmp_path / "planted.ckpt", pwned)
-    args = [*TINY, "trainer.max_epochs=2", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'run'}"]
-    line = one_error_line(run_app(args, cwd=tmp_path))
+    # In-process, as the command line composes it (the CLI's error line: the mode=test case).
+    args = [*TINY, "trainer.max_epochs=2", f"ckpt_path={ckpt}"]
+    line = refused(args, tmp_path / "run")
     assert_names_the_plant(line)
     assert not pwned.exists() and not (tmp_path / "run" / "metrics.json").exists()  # nothing recorded
     # Trusted, the resume continues from its weights and states; it builds everything from the
     # composed config, never from the checkpoint's, so the plant stays inert.
-    result = run_app([*args, "trust_checkpoint=true"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train(compose_config([*args, "trust_checkpoint=true"], tmp_path / "run"))
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["status"] == "completed" and record["epochs"] == 2 and not pwned.exists()
 
@@ -211,14 +224,9 @@ def test_the_report_instantiates_nothing_from_run_or_sweep_folders(trained, tmp_
             }
         )
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "pyramid_lab.report", str(root), "--out", str(tmp_path / "report")],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    from pyramid_lab.report.__main__ import main
+
+    assert main([str(root), "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "results.md").is_file()
     assert not pwned.exists() and not missing_db.exists()
 
