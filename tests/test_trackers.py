@@ -210,7 +210,14 @@ def assert_clean(params: dict) -> None:
     """No Hydra bookkeeping keys, no second copy of a group (module/optimizer/* beside optimizer/*),
     no file locations or checkpointing settings, and the precision the run used instead of auto."""
     assert not [k for k in params if k.rsplit("/", 1)[-1] in ("_target_", "_partial_")]
-    copies = ("module/optimizer/", "module/scheduler/", "paths/", "logger/", "callbacks/model_checkpoint")
+    # module.scheduler holds the scheduler group by reference (a copy) beside the warm-up (recipe).
+    copies = (
+        "module/optimizer/",
+        "module/scheduler/scheduler",
+        "paths/",
+        "logger/",
+        "callbacks/model_checkpoint",
+    )
     assert not [k for k in params if k.startswith(copies)]
     assert "data/seed" not in params and "model/num_classes" not in params  # ${seed}, ${data.num_classes}
     assert params["trainer/precision"] in ("bf16-mixed", "32-true")
@@ -262,5 +269,6 @@ def test_the_param_set_is_the_recipe_once_for_any_composition(tmp_path):
     assert params["callbacks/ema/decay"] == cfg.callbacks.ema.decay and params["data/cutout/size"] == 16
     assert "callbacks/snapshot_ensemble/T_0" not in params and params["callbacks/snapshot_ensemble"]
     assert params["trainer/precision"] == "32-true" and params["env/device"] == "cpu"
+    assert params["module/scheduler/warmup_epochs"] == 0  # the warm-up is part of the recipe
     assert not [k for k, v in params.items() if isinstance(v, str) and v.startswith(str(tmp_path))]
     assert_clean(params)
