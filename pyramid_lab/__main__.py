@@ -131,6 +131,7 @@ def refuse_moved_keys(argv: list[str]) -> None:
 _RENAMED_OPTIONS = {
     ("tricks", "baseline"): "none",  # "no trick"; recipe=baseline is the study's baseline recipe
     ("model", "vgg16"): "vgg16_bn",  # it builds VGG-16 with BatchNorm
+    ("model", "vgg19"): "vgg19_bn",
 }
 
 

@@ -178,6 +178,7 @@ def test_a_malformed_block_is_one_line_about_the_record(block, message):
         ("tricks=baseline", "error: tricks=baseline is now tricks=none"),
         ("tricks=[baseline,merge_val]", "error: tricks=baseline is now tricks=none"),
         ("model=vgg16", "error: model=vgg16 is now model=vgg16_bn"),
+        ("model=vgg19", "error: model=vgg19 is now model=vgg19_bn"),
     ],
 )
 def test_old_option_names_stop_with_one_line_naming_the_new(arg, line, tmp_path):
