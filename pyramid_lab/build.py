@@ -14,6 +14,7 @@ from typing import Any, get_args
 
 import pytorch_lightning as pl
 from hydra.errors import InstantiationException
+from hydra.utils import get_object
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
@@ -22,6 +23,7 @@ from torch import nn
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.models.budget import count_parameters as count_parameters  # train and evaluate use it
 from pyramid_lab.models.budget import over_budget
+from pyramid_lab.optim.schedule import check_interval
 from pyramid_lab.optim.settings import check_optimizer_numbers
 from pyramid_lab.runs.moved_keys import upgrade_config
 from pyramid_lab.training.module import Classifier
@@ -137,6 +139,9 @@ def check_run_settings(cfg: DictConfig) -> None:
         )
     check_precision(cfg.trainer.get("precision"))
     check_optimizer_numbers(cfg.optimizer)
+    scheduler = OmegaConf.select(cfg, "scheduler._target_")
+    if scheduler is not None:  # before the data loads, where the module would find it
+        check_interval(get_object(scheduler), OmegaConf.select(cfg, "module.scheduler_interval"))
 
 
 def valid_precisions() -> tuple[str | int, ...]:

@@ -10,6 +10,7 @@ import pytest
 import pytorch_lightning as pl
 
 from pyramid_lab import train as train_module
+from pyramid_lab.build import check_run_settings
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.train import train
 from tests.helpers import compose_config
@@ -79,6 +80,10 @@ def test_an_epoch_interval_is_refused_in_one_line(tmp_path, tiny_overrides):
     with pytest.raises(ConfigError, match=r"module\.scheduler_interval='epoch' .*step") as err:
         train(cfg)
     assert "\n" not in str(err.value)
+    # Refused by the checks that run before anything is built or loaded, not inside fit.
+    with pytest.raises(ConfigError, match=r"module\.scheduler_interval='epoch'"):
+        check_run_settings(cfg)
+    check_run_settings(compose_config([*tiny_overrides, *PERIODIC], tmp_path / "step"))
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from pyramid_lab.errors import ConfigError
 from pyramid_lab.optim.warmup import WarmedUp, linear_warmup
 
-__all__ = ["build_schedule", "counts_steps"]
+__all__ = ["build_schedule", "check_interval", "counts_steps"]
 
 SchedulerFactory = Callable[..., LRScheduler | ReduceLROnPlateau]
 
@@ -35,6 +35,17 @@ def counts_steps(factory: SchedulerFactory) -> bool:
         return "steps_per_epoch" in inspect.signature(factory).parameters
     except (TypeError, ValueError):  # no signature to read (a builtin): an epoch schedule
         return False
+
+
+def check_interval(factory: SchedulerFactory, interval: str) -> None:
+    """Raise a one-line ConfigError when a scheduler that counts optimizer steps would be stepped
+    once per epoch (checked before a run starts, and again when the schedule is built)."""
+    if counts_steps(factory) and interval != "step":
+        name = getattr(getattr(factory, "func", factory), "__name__", "the scheduler")
+        raise ConfigError(
+            f"module.scheduler_interval={interval!r} but the scheduler ({name}) counts "
+            "optimizer steps; set module.scheduler_interval=step"
+        )
 
 
 def build_schedule(
@@ -68,13 +79,8 @@ def build_schedule(
             factory.warmup_epochs,
             factory.start_factor,
         )
+    check_interval(factory, interval)
     if counts_steps(factory):
-        if interval != "step":
-            name = getattr(getattr(factory, "func", factory), "__name__", "the scheduler")
-            raise ConfigError(
-                f"module.scheduler_interval={interval!r} but the scheduler ({name}) counts "
-                "optimizer steps; set module.scheduler_interval=step"
-            )
         scheduler = factory(optimizer, steps_per_epoch=steps_per_epoch())
     else:
         scheduler = factory(optimizer)
